@@ -1,0 +1,56 @@
+"""Build sslfast: the Python package, its Triton kernels and the C++ (optionally CUDA) extension.
+
+The C++ extension ``sslfast._C`` (pybind11 through torch's cpp_extension, OpenMP) is built on every
+machine; CUDA sources are added only where torch has CUDA and ``nvcc`` is found. The repository's
+``kernels/`` folder ships as ``sslfast.kernels`` so it is never importable as a top-level ``kernels``
+module (transformers imports any module of that name).
+"""
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+except ImportError:  # pragma: no cover - torch is a build requirement
+    sys.exit("sslfast needs torch installed before it is built: pip install torch, then "
+             "pip install -e . --no-build-isolation")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _extension():
+    cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    cu_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    if os.environ.get("SSLFAST_NATIVE", "0") == "1":
+        cxx_flags.append("-march=native")
+    with_cuda = (torch.version.cuda is not None and shutil.which("nvcc") is not None
+                 and os.environ.get("SSLFAST_NO_CUDA", "0") != "1" and cu_sources)
+    if with_cuda:
+        return CUDAExtension(
+            "sslfast._C", cpp_sources + cu_sources,
+            define_macros=[("SSLFAST_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math"]},
+            extra_link_args=["-fopenmp"],
+        )
+    return CppExtension("sslfast._C", cpp_sources, extra_compile_args=cxx_flags,
+                        extra_link_args=["-fopenmp"])
+
+
+setup(
+    name="sslfast",
+    version="0.1.0",
+    description="Fused GPU/CPU kernels and drop-in fast models for self-supervised learning",
+    python_requires=">=3.10",
+    packages=["sslfast", "sslfast.ops", "sslfast.nn", "sslfast.kernels"],
+    package_dir={"sslfast": "sslfast", "sslfast.kernels": "kernels"},
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    install_requires=["torch>=2.11", "numpy"],
+    extras_require={"triton": ["triton>=3.6"], "hf": ["transformers>=4.40", "safetensors"]},
+    entry_points={"console_scripts": ["sslfast=sslfast.cli:main"]},
+)

@@ -1,0 +1,93 @@
+"""Ahead-of-time compile of every Triton kernel configuration for real GPUs, without a GPU.
+
+Each module in ``sslfast.kernels`` lists its launch configurations in ``aot_configs()``. This compiles
+them for sm_90 (Hopper) and sm_80 (Ampere) and reads registers and spills from ``ptxas -v``, so a kernel
+that cannot compile for a real GPU fails here. ``python -m sslfast.aot --json PATH`` writes the table.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import re
+import subprocess
+import tempfile
+
+ARCHS = (90, 80)
+
+
+def _kernel_modules():
+    import sslfast.kernels as kernels
+    for info in pkgutil.iter_modules(kernels.__path__):
+        module = importlib.import_module(f"sslfast.kernels.{info.name}")
+        if hasattr(module, "aot_configs"):
+            yield info.name, module
+
+
+def all_configs():
+    """Every (module name, config) pair the kernels declare."""
+    return [(name, cfg) for name, module in _kernel_modules() for cfg in module.aot_configs()]
+
+
+def _as_jit_function(kernel):
+    from triton.runtime.jit import JITFunction
+    if isinstance(kernel, JITFunction):
+        return kernel
+    return JITFunction(kernel.fn)  # under TRITON_INTERPRET=1 the decorator returns an interpreted wrapper
+
+
+def _ptxas_usage(ptx: str, arch: int) -> dict:
+    from triton.backends.nvidia import compiler as nv
+    ptxas = nv.get_ptxas(arch).path if hasattr(nv, "get_ptxas") else "ptxas"
+    suffix = "a" if arch >= 90 else ""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        proc = subprocess.run([ptxas, f"-arch=sm_{arch}{suffix}", "-v", path, "-o", os.devnull],
+                              capture_output=True, text=True, check=True)
+    text = proc.stderr + proc.stdout
+    regs = re.search(r"Used (\d+) registers", text)
+    spill_st = re.search(r"(\d+) bytes spill stores", text)
+    spill_ld = re.search(r"(\d+) bytes spill loads", text)
+    return {"registers": int(regs.group(1)) if regs else None,
+            "spill_stores": int(spill_st.group(1)) if spill_st else 0,
+            "spill_loads": int(spill_ld.group(1)) if spill_ld else 0}
+
+
+def compile_config(cfg: dict, arch: int) -> dict:
+    """Compile one configuration for ``sm_<arch>``; returns registers, spills, shared memory, wgmma use."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    src = ASTSource(_as_jit_function(cfg["kernel"]), cfg["signature"], cfg["constexprs"])
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(cfg.get("options", {})))
+    record = {"name": cfg["name"], "arch": f"sm_{arch}", "shared_bytes": compiled.metadata.shared,
+              "uses_wgmma": "wgmma" in compiled.asm["ptx"]}
+    record.update(_ptxas_usage(compiled.asm["ptx"], arch))
+    return record
+
+
+def compile_all(archs=ARCHS) -> list[dict]:
+    return [dict(module=name, **compile_config(cfg, arch)) for name, cfg in all_configs()
+            for arch in archs if arch in cfg.get("archs", archs)]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the records to this path")
+    args = parser.parse_args(argv)
+    records = compile_all()
+    for r in records:
+        print(f"{r['name']:<36} {r['arch']}  regs={r['registers']:<4} spills={r['spill_stores']}/"
+              f"{r['spill_loads']}  smem={r['shared_bytes']}  wgmma={r['uses_wgmma']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from sslfast.nn.vector_quantizer import VectorQuantizer
+
+__all__ = ["VectorQuantizer"]

@@ -1,0 +1,19 @@
+"""sslfast's fused ops. Each takes ``backend="auto"|"triton"|"cuda"|"cpp"|"torch"``."""
+from sslfast.ops._dispatch import BackendUnavailableError, available_backends
+from sslfast.ops.attention import attention, pad, unpad, varlen_attention
+from sslfast.ops.cross_entropy import cross_entropy, linear_cross_entropy
+from sslfast.ops.vq import vq_codebook_stats, vq_lookup, vq_lookup_reference
+
+__all__ = [
+    "BackendUnavailableError",
+    "available_backends",
+    "vq_lookup",
+    "vq_lookup_reference",
+    "vq_codebook_stats",
+    "attention",
+    "varlen_attention",
+    "unpad",
+    "pad",
+    "cross_entropy",
+    "linear_cross_entropy",
+]
