@@ -18,12 +18,17 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 
 def _register_source_kernels() -> None:
-    """In a plain source checkout (no install), map ``<repo>/kernels`` to ``sslfast.kernels``."""
-    if "sslfast.kernels" in sys.modules or importlib.util.find_spec("sslfast.kernels") is not None:
+    """In a source checkout, map this checkout's ``<repo>/kernels`` to ``sslfast.kernels``.
+
+    An installed package has ``sslfast/kernels`` already; a checkout (``setup.py`` beside the package)
+    imports its own kernels even when another checkout is installed in editable mode.
+    """
+    if "sslfast.kernels" in sys.modules:
         return
-    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folder = os.path.join(repo, "kernels")
     init = os.path.join(folder, "__init__.py")
-    if os.path.exists(init):
+    if os.path.exists(init) and os.path.exists(os.path.join(repo, "setup.py")):
         spec = importlib.util.spec_from_file_location(
             "sslfast.kernels", init, submodule_search_locations=[folder])
         module = importlib.util.module_from_spec(spec)
