@@ -162,3 +162,9 @@ def test_torch_compile_traces_without_graph_breaks():
     idx, dist = compiled(x, codebook)
     ref_idx, ref_dist = vq_lookup(x, codebook)
     assert torch.equal(idx, ref_idx) and torch.allclose(dist, ref_dist * 2)
+
+
+def test_huge_finite_inputs_are_not_mistaken_for_nan():
+    x = torch.full((4, 3), 3e38)  # the fp32 sum overflows, the values do not
+    idx, _ = vq_lookup(x, torch.randn(5, 3))
+    assert idx.shape == (4,)

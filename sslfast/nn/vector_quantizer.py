@@ -42,6 +42,8 @@ class VectorQuantizer(nn.Module):
         self.num_codes, self.dim = num_codes, dim
         self.commitment_weight, self.decay, self.eps = commitment_weight, decay, eps
         self.dead_code_threshold, self.kmeans_iters, self.backend = dead_code_threshold, kmeans_iters, backend
+        # the per-code statistics' CPU path is PyTorch's own index_add_ (no C++ kernel beats it)
+        self.stats_backend = "auto" if backend == "cpp" else backend
         init = torch.randn(num_codes, dim) if not kmeans_init else torch.zeros(num_codes, dim)
         if decay is None:
             self.codebook = nn.Parameter(init)
@@ -76,7 +78,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
-        counts, sums = vq_codebook_stats(flat, indices, self.num_codes, backend=self.backend)  # (K,), (K, D)
+        counts, sums = vq_codebook_stats(flat, indices, self.num_codes, backend=self.stats_backend)  # (K,), (K, D)
         _all_reduce_sum(counts, sums)
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
@@ -112,7 +114,7 @@ class VectorQuantizer(nn.Module):
         centroids = data[picks].clone()
         for _ in range(self.kmeans_iters):
             idx, _ = vq_lookup(data, centroids, backend=self.backend)
-            counts, sums = vq_codebook_stats(data, idx, self.num_codes, backend=self.backend)
+            counts, sums = vq_codebook_stats(data, idx, self.num_codes, backend=self.stats_backend)
             _all_reduce_sum(counts, sums)
             filled = counts > 0
             centroids[filled] = sums[filled] / counts[filled].unsqueeze(1)
