@@ -38,16 +38,12 @@ def resolve_backend(op: str, backend: str, device: torch.device, supported: tupl
     have = available_backends()
     if backend == "auto":
         gpu = device.type == "cuda"
-        for name in supported:
-            if name == "torch":
-                return "torch"
-            if not have[name]:
-                continue
-            if gpu and name in ("triton", "cuda"):
+        preferred = [n for n in supported if (n in ("triton", "cuda")) == gpu and n != "torch"]
+        for name in preferred:
+            if have[name]:
                 return name
-            if not gpu and name == "cpp":
-                return name
-        _extension.warn_missing_once()
+        if preferred:  # the fast path for this device is missing from this install: say so once
+            _extension.warn_missing_once()
         return "torch"
     if backend not in supported:
         raise BackendUnavailableError(f"{op}: backend {backend!r} is not implemented for this op "
