@@ -14,7 +14,7 @@ def vq_lookup_kernel(
     N, K, D,
     stride_xn, stride_cn,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, ONE_D_BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # (BN,)
@@ -28,6 +28,12 @@ def vq_lookup_kernel(
                      mask=row_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
         x_norm += tl.sum(xt * xt, axis=1)
 
+    if ONE_D_BLOCK:  # D <= BLOCK_D: the row tile stays in registers for the whole code loop
+        x_tile = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_xn + dims[None, :],
+                         mask=row_ok[:, None] & (dims < D)[None, :], other=0.0)  # (BN, BD)
+        if UPCAST:
+            x_tile = x_tile.to(tl.float32)
+
     best = tl.full((BLOCK_N,), float("inf"), dtype=tl.float32)
     best_idx = tl.zeros((BLOCK_N,), dtype=tl.int32)
     codes_base = tl.arange(0, BLOCK_K)  # (BK,)
@@ -35,7 +41,16 @@ def vq_lookup_kernel(
         codes = k0 + codes_base
         code_ok = codes < K
         cross = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)  # x·cᵀ
-        for d0 in range(0, D, BLOCK_D):
+        if ONE_D_BLOCK:
+            ct = tl.load(code_ptr + codes[None, :].to(tl.int64) * stride_cn + dims[:, None],
+                         mask=code_ok[None, :] & (dims < D)[:, None], other=0.0)  # (BD, BK)
+            if UPCAST:
+                ct = ct.to(tl.float32)
+            if x_tile.dtype == tl.float32:
+                cross = tl.dot(x_tile, ct, cross, input_precision=INPUT_PRECISION)
+            else:
+                cross = tl.dot(x_tile, ct, cross)
+        for d0 in range(0, D if not ONE_D_BLOCK else 0, BLOCK_D):
             d_ok = (d0 + dims) < D
             xt = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_xn + (d0 + dims)[None, :],
                          mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # (BN, BD)
@@ -48,11 +63,10 @@ def vq_lookup_kernel(
                 cross = tl.dot(xt, ct, cross, input_precision=INPUT_PRECISION)
             else:
                 cross = tl.dot(xt, ct, cross)
+        # codes past K load an infinite norm (and a zero cross term), so they never win
         c_norm = tl.load(code_norm_ptr + codes, mask=code_ok, other=float("inf"))  # (BK,)
-        partial = c_norm[None, :] - 2.0 * cross  # (BN, BK)
-        partial = tl.where(code_ok[None, :], partial, float("inf"))
-        tile_best = tl.min(partial, axis=1)
-        tile_idx = tl.argmin(partial, axis=1, tie_break_left=True)
+        partial = c_norm[None, :] - 2.0 * cross  # (BN, BK): ||c||² - 2 x·c
+        tile_best, tile_idx = tl.min(partial, axis=1, return_indices=True, return_indices_tie_break_left=True)
         better = tile_best < best  # strict: ties keep the lowest index
         best_idx = tl.where(better, tile_idx + k0, best_idx)
         best = tl.where(better, tile_best, best)
@@ -83,22 +97,44 @@ def vq_codebook_stats_kernel(
         tl.atomic_add(sum_ptr + idx[:, None] * D + (d0 + dims)[None, :], xt, mask=mask)
 
 
+def launch_config(dtype: str, block_d: int, one_d_block: bool, arch: int) -> dict:
+    """Tile sizes for a dtype ("fp32"/"fp16"/"bf16"), D block and arch: all spill-free in the AOT check."""
+    if dtype == "fp32" and arch < 90:  # IEEE fp32 dots (3xTF32 spills on Ampere)
+        return dict(BLOCK_N=16, BLOCK_K=64, INPUT_PRECISION="ieee", num_warps=4, num_stages=2)
+    precision = "tf32x3"
+    if not one_d_block:
+        return dict(BLOCK_N=64, BLOCK_K=64, INPUT_PRECISION=precision, num_warps=8, num_stages=2)
+    if dtype == "fp32":
+        block_n = 128 if block_d <= 64 else 64
+        return dict(BLOCK_N=block_n, BLOCK_K=64, INPUT_PRECISION=precision, num_warps=8, num_stages=3)
+    block_n = 128 if block_d <= 64 else 64
+    return dict(BLOCK_N=block_n, BLOCK_K=128, INPUT_PRECISION=precision, num_warps=8, num_stages=3)
+
+
+def lookup_block_d(d: int) -> tuple[int, bool]:
+    """D block for a row width ``d``, and whether one block covers it."""
+    block_d = max(16, 1 << (d - 1).bit_length())
+    if block_d <= 128:
+        return block_d, True
+    return 64, False
+
+
 def aot_configs():
     """Kernel configurations the launchers use, for the ahead-of-time sm_90/sm_80 compile check."""
     configs = []
+    signature = {"code_norm_ptr": "*fp32", "idx_ptr": "*i64", "dist_ptr": "*fp32", "N": "i32", "K": "i32",
+                 "D": "i32", "stride_xn": "i32", "stride_cn": "i32"}
     for dtype in ("fp32", "fp16", "bf16"):
-        for block_d in (16, 64):
-            # fp32 dots: 3xTF32 on Hopper's tensor cores; plain IEEE fp32 on Ampere (3xTF32 spills there)
-            precisions = [("tf32x3", (90,)), ("ieee", (80,))] if dtype == "fp32" else [("tf32x3", (90, 80))]
-            for precision, archs in precisions:
+        for arch in (90, 80):
+            for block_d, one in ((16, True), (64, True), (128, True), (64, False)):
+                launch = launch_config(dtype, block_d, one, arch)
+                options = {"num_warps": launch.pop("num_warps"), "num_stages": launch.pop("num_stages")}
                 configs.append(dict(
-                    kernel=vq_lookup_kernel, name=f"vq_lookup_{dtype}_d{block_d}_{precision}", archs=archs,
-                    signature={"x_ptr": f"*{dtype}", "code_ptr": f"*{dtype}", "code_norm_ptr": "*fp32",
-                               "idx_ptr": "*i64", "dist_ptr": "*fp32", "N": "i32", "K": "i32", "D": "i32",
-                               "stride_xn": "i32", "stride_cn": "i32"},
-                    constexprs={"BLOCK_N": 16 if precision == "ieee" else 64, "BLOCK_K": 64, "BLOCK_D": block_d,
-                                "INPUT_PRECISION": precision, "UPCAST": False},
-                    options={"num_warps": 4 if precision == "ieee" else 8, "num_stages": 2}))
+                    kernel=vq_lookup_kernel, archs=(arch,),
+                    name=f"vq_lookup_{dtype}_d{block_d}{'' if one else '_dloop'}",
+                    signature={"x_ptr": f"*{dtype}", "code_ptr": f"*{dtype}", **signature},
+                    constexprs=dict(launch, BLOCK_D=block_d, UPCAST=False, ONE_D_BLOCK=one),
+                    options=options))
         configs.append(dict(
             kernel=vq_codebook_stats_kernel, name=f"vq_codebook_stats_{dtype}",
             signature={"x_ptr": f"*{dtype}", "idx_ptr": "*i64", "count_ptr": "*fp32", "sum_ptr": "*fp32",

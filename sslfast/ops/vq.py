@@ -28,7 +28,7 @@ def _lookup_cpp(x, codebook):
 
 
 def _lookup_triton(x, codebook):
-    from sslfast.kernels.vq_lookup import vq_lookup_kernel
+    from sslfast.kernels.vq_lookup import launch_config, lookup_block_d, vq_lookup_kernel
     n, d = x.shape
     k = codebook.shape[0]
     idx = empty_output(n, dtype=torch.int64, device=x.device)
@@ -36,23 +36,17 @@ def _lookup_triton(x, codebook):
     if n == 0:
         return idx, dist
     code_norm = codebook.float().pow(2).sum(-1).contiguous()  # (K,)
-    interpreted = triton_interpreted()
-    block_d = min(64, max(16, 1 << (d - 1).bit_length()))
-    if interpreted:
-        block_n, block_k, warps, stages = 16, 16, 1, 1
-    else:  # spill-free on sm_90 / sm_80 (see kernels.vq_lookup.aot_configs); tuning pending a GPU
-        block_n, block_k, warps, stages = 64, 64, 8, 2
-    hopper = not interpreted and torch.cuda.get_device_capability(x.device)[0] >= 9
-    if not interpreted and x.dtype == torch.float32 and not hopper:
-        block_n, warps = 16, 4  # IEEE fp32 dots need more registers than 3xTF32
-    grid = (triton_cdiv(n, block_n),)
+    block_d, one_d_block = lookup_block_d(d)
+    if triton_interpreted():
+        launch = dict(BLOCK_N=16, BLOCK_K=16, INPUT_PRECISION="ieee", num_warps=1, num_stages=1)
+    else:
+        major, minor = torch.cuda.get_device_capability(x.device)
+        dtype = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[x.dtype]
+        launch = launch_config(dtype, block_d, one_d_block, 10 * major + minor)
+    grid = (triton_cdiv(n, launch["BLOCK_N"]),)
     vq_lookup_kernel[grid](
-        x, codebook, code_norm, idx, dist, n, k, d, x.stride(0), codebook.stride(0),
-        BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=block_d,
-        INPUT_PRECISION="tf32x3" if hopper else "ieee",
-        UPCAST=interpreted and x.dtype == torch.bfloat16,
-        num_warps=warps, num_stages=stages,
-    )
+        x, codebook, code_norm, idx, dist, n, k, d, x.stride(0), codebook.stride(0), BLOCK_D=block_d,
+        UPCAST=triton_interpreted() and x.dtype == torch.bfloat16, ONE_D_BLOCK=one_d_block, **launch)
     return idx, dist
 
 
