@@ -1,0 +1,5 @@
+import sys
+
+from sslfast.cli import main
+
+sys.exit(main())

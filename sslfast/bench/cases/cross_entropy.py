@@ -1,0 +1,70 @@
+"""LM-head loss: eager ``F.linear`` + ``F.cross_entropy`` against the fused ops (forward + backward)."""
+import torch
+import torch.nn.functional as F
+
+from sslfast.bench.case import Case
+from sslfast.bench.cases._inputs import randint, randn
+from sslfast.ops import cross_entropy, linear_cross_entropy
+
+
+def _labels(n, v, ignored, device):
+    labels = randint(0, v, (n,), device=device, seed=3)
+    drop = torch.rand(n, generator=torch.Generator().manual_seed(4)) < ignored
+    return labels.masked_fill(drop.to(labels.device), -100)
+
+
+def _grads_step(loss_fn):
+    def step(hidden, weight, labels):
+        hidden.grad = weight.grad = None
+        loss = loss_fn(hidden, weight, labels)
+        loss.backward()
+        return loss.detach(), hidden.grad, weight.grad
+    return step
+
+
+def _error(base, ours):
+    return max((a.double() - b.double()).abs().max().item() / max(1.0, a.double().abs().max().item())
+               for a, b in zip(base, ours))
+
+
+def cases(quick: bool, device: str):
+    if device == "cuda":
+        shapes = [(4096, 768, 30522, 0.0, "bf16")] if quick else \
+                 [(bt, d, v, 0.0, "bf16") for d, v in ((768, 30522), (768, 50257)) for bt in (4096, 8192, 16384, 32768)]
+    else:
+        shapes = [(1024, 128, 30522, 0.85, "fp32")] if quick else \
+                 [(4096, 256, 30522, 0.85, "fp32"), (4096, 256, 30522, 0.0, "fp32")]
+    out = []
+    for n, d, v, ignored, dtype in shapes:
+        def make_inputs(n=n, d=d, v=v, ignored=ignored, dtype=dtype):
+            return (randn(n, d, device=device, dtype=dtype, seed=1, requires_grad=True),
+                    randn(v, d, device=device, dtype=dtype, seed=2, scale=0.02, requires_grad=True),
+                    _labels(n, v, ignored, device))
+
+        name = f"N={n} D={d} V={v} ignored={int(ignored * 100)}% {dtype}"
+        out.append(Case(
+            op="linear_cross_entropy", case=name, dtype=dtype, baseline_name="F.linear+F.cross_entropy",
+            make_inputs=make_inputs,
+            baseline=_grads_step(lambda h, w, y: F.cross_entropy(F.linear(h, w).float(), y)),
+            candidate=_grads_step(lambda h, w, y: linear_cross_entropy(h, w, y)),
+            error=_error, tolerance=1e-4 if dtype == "fp32" else 2e-2, flops=6.0 * n * d * v))
+
+        def make_logits(n=n, v=v, ignored=ignored, dtype=dtype):
+            logits = randn(n, v, device=device, dtype=dtype, seed=5, scale=2.0, requires_grad=True)
+            return logits, _labels(n, v, ignored, device)
+
+        def logits_step(fn):
+            def step(logits, labels):
+                logits.grad = None
+                loss = fn(logits, labels)
+                loss.backward()
+                return loss.detach(), logits.grad
+            return step
+
+        out.append(Case(
+            op="cross_entropy", case=f"N={n} V={v} ignored={int(ignored * 100)}% {dtype}", dtype=dtype,
+            baseline_name="F.cross_entropy", make_inputs=make_logits,
+            baseline=logits_step(lambda z, y: F.cross_entropy(z.float(), y)),
+            candidate=logits_step(lambda z, y: cross_entropy(z, y)),
+            error=_error, tolerance=1e-4 if dtype == "fp32" else 2e-2))
+    return out

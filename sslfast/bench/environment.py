@@ -1,0 +1,51 @@
+"""The environment block of a results file: what ran, where, when, with which command."""
+from __future__ import annotations
+
+import datetime
+import platform
+import subprocess
+import sys
+
+import torch
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str, command: list[str] | None = None) -> dict:
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    env = {
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_model(),
+        "cpu_model": _cpu_model(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": sys.version.split()[0],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "command": " ".join(command if command is not None else sys.argv),
+    }
+    if device == "cuda":
+        env["cuda"] = torch.version.cuda
+    return env

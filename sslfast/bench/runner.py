@@ -1,0 +1,62 @@
+"""Runs cases: correctness check, interleaved timing, peak memory; one record per case."""
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from sslfast.bench.case import Case
+from sslfast.bench.memory import cpu_extra_peak_mb, cuda_extra_peak_mb
+from sslfast.bench.timing import time_interleaved
+
+
+def run_case(case: Case, *, device: str, quick: bool, repeats: int, warmup: int, memory: bool,
+             max_seconds: float | None = None) -> dict:
+    inputs = case.make_inputs()
+    base_out = case.baseline(*inputs)
+    ours_out = case.candidate(*inputs)
+    error = float(case.error(base_out, ours_out))
+    correct = math.isfinite(error) and error <= case.tolerance
+    del base_out, ours_out
+    times = time_interleaved({"baseline": lambda: case.baseline(*inputs), "sslfast": lambda: case.candidate(*inputs)},
+                             device=device, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+    record = {
+        "op": case.op, "case": case.case, "device": device, "dtype": case.dtype,
+        "baseline": case.baseline_name, "baseline_ms": times["baseline"], "sslfast_ms": times["sslfast"],
+        "speedup": times["baseline"] / times["sslfast"], "max_error": error, "tolerance": case.tolerance,
+        "correct": correct, "baseline_peak_mb": None, "sslfast_peak_mb": None, "memory_ratio": None,
+    }
+    if case.flops is not None and device == "cuda":
+        record["baseline_tflops"] = case.flops / times["baseline"] / 1e9
+        record["sslfast_tflops"] = case.flops / times["sslfast"] / 1e9
+    if memory:
+        if device == "cuda":
+            base_mb = cuda_extra_peak_mb(case.baseline, inputs)
+            ours_mb = cuda_extra_peak_mb(case.candidate, inputs)
+        else:
+            base_mb = cpu_extra_peak_mb(case.op, case.case, "baseline", quick)
+            ours_mb = cpu_extra_peak_mb(case.op, case.case, "sslfast", quick)
+        record.update(baseline_peak_mb=base_mb, sslfast_peak_mb=ours_mb,
+                      memory_ratio=ours_mb / base_mb if base_mb > 0 else None)
+    return record
+
+
+def run_cases(cases: list[Case], *, device: str = "cpu", quick: bool = False, repeats: int = 10,
+              warmup: int = 2, memory: bool = True, max_seconds: float | None = None,
+              progress: bool = True) -> list[dict]:
+    records = []
+    bar = tqdm(cases, desc="sslfast bench", unit="case", disable=not progress)
+    for case in bar:
+        bar.set_postfix_str(case.key[:60])
+        try:
+            records.append(run_case(case, device=device, quick=quick, repeats=repeats, warmup=warmup,
+                                    memory=memory, max_seconds=max_seconds))
+        except Exception as exc:  # a failing case is a failed row, not a crashed report
+            records.append({"op": case.op, "case": case.case, "device": device, "dtype": case.dtype,
+                            "baseline": case.baseline_name, "baseline_ms": None, "sslfast_ms": None,
+                            "speedup": None, "baseline_peak_mb": None, "sslfast_peak_mb": None,
+                            "memory_ratio": None, "correct": False, "error": f"{type(exc).__name__}: {exc}"})
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return records

@@ -1,0 +1,69 @@
+"""The ``sslfast`` command: ``sslfast bench ...`` (more subcommands, e.g. ``pretrain``, plug in here)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_bench(sub) -> None:
+    from sslfast.bench.registry import OPS
+    p = sub.add_parser("bench", help="benchmark sslfast's ops and models against their baselines")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--ops", nargs="+", default=None, choices=sorted(OPS), metavar="OP",
+                   help=f"ops to run (default: all): {', '.join(sorted(OPS))}")
+    p.add_argument("--quick", action="store_true", help="small shapes (under 2 minutes on 2 CPU cores)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 5 quick, 10 full)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--json", metavar="PATH", help="write records + environment as JSON")
+    p.add_argument("--plot", metavar="PATH.png", help="write a plot of speedups and memory ratios")
+    p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    import torch
+
+    from sslfast.bench.environment import environment
+    from sslfast.bench.registry import OPS, collect_cases, unavailable_reason
+    from sslfast.bench.report import plot, print_table, to_markdown, write_json
+    from sslfast.bench.runner import run_cases
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        print("sslfast bench: --device cuda requested but no CUDA device is available", file=sys.stderr)
+        return 2
+    ops = args.ops or list(OPS)
+    for op in list(ops):
+        reason = unavailable_reason(op)
+        if reason:
+            print(f"sslfast bench: skipping {op}: {reason}")
+            ops.remove(op)
+    cases = collect_cases(ops, quick=args.quick, device=device)
+    repeats = args.repeats or (5 if args.quick else 10)
+    records = run_cases(cases, device=device, quick=args.quick, repeats=repeats, warmup=args.warmup,
+                        memory=not args.no_memory, max_seconds=10.0 if args.quick else 60.0)
+    env = environment(device, ["sslfast"] + sys.argv[1:] if sys.argv and not sys.argv[0].endswith("sslfast")
+                      else sys.argv)
+    env["quick"] = args.quick
+    print_table(records)
+    if args.json:
+        write_json(args.json, records, env)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(to_markdown(records, env))
+    if args.plot:
+        plot(args.plot, records, env)
+    return 0 if all(r.get("correct") for r in records) else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="sslfast", description="sslfast: fused kernels for self-supervised learning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_bench(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The benchmark harness reports honestly: a slow op is slower, a wrong op is wrong, the JSON is complete."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sslfast.bench import Case, run_cases
+from sslfast.bench.environment import environment
+from sslfast.bench.memory import cpu_extra_peak_mb
+from sslfast.bench.report import plot, to_markdown, write_json
+from sslfast.bench.results import build
+from sslfast.bench.timing import time_interleaved
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _case(candidate, *, error=lambda a, b: (a - b).abs().max().item()):
+    return Case(op="fake", case="x=64", dtype="fp32", baseline_name="torch.sin",
+                make_inputs=lambda: (torch.randn(64),), baseline=lambda x: torch.sin(x),
+                candidate=candidate, error=error, tolerance=1e-6)
+
+
+def test_interleaved_timing_orders_fast_and_slow():
+    times = time_interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.01)}, warmup=1, repeats=5)
+    assert times["slow"] > 9.0 and times["fast"] < 1.0
+
+
+def test_a_slow_op_is_reported_slower():
+    def slow_sin(x):
+        time.sleep(0.005)
+        return torch.sin(x)
+    (record,) = run_cases([_case(slow_sin)], repeats=5, memory=False, progress=False)
+    assert record["correct"] is True
+    assert record["speedup"] < 0.5 and record["sslfast_ms"] > record["baseline_ms"]
+
+
+def test_a_wrong_op_is_reported_incorrect():
+    (record,) = run_cases([_case(lambda x: torch.cos(x))], repeats=3, memory=False, progress=False)
+    assert record["correct"] is False and record["max_error"] > 1e-3
+
+
+def test_a_crashing_op_is_a_failed_row():
+    def broken(x):
+        raise RuntimeError("kaput")
+    (record,) = run_cases([_case(broken)], repeats=3, memory=False, progress=False)
+    assert record["correct"] is False and "kaput" in record["error"]
+
+
+def test_json_markdown_plot_and_results_page(tmp_path):
+    records = run_cases([_case(lambda x: torch.sin(x))], repeats=3, memory=False, progress=False)
+    env = environment("cpu", ["sslfast", "bench", "--test"])
+    path = tmp_path / "results" / "cpu-test.json"
+    write_json(str(path), records, env)
+    data = json.loads(path.read_text())
+    for key in ("op", "case", "device", "dtype", "baseline", "baseline_ms", "sslfast_ms", "speedup",
+                "baseline_peak_mb", "sslfast_peak_mb", "memory_ratio", "correct"):
+        assert key in data["records"][0], key
+    for key in ("device", "device_name", "torch", "triton", "date", "git_commit", "command", "cpu_model"):
+        assert key in data["environment"], key
+    assert data["environment"]["command"] == "sslfast bench --test"
+    assert "| fake | x=64 |" in to_markdown(records, env)
+    plot(str(tmp_path / "p.png"), records, env)
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    page = build(str(tmp_path / "results"))
+    assert "cpu-test.json" in page and "No GPU run" in page
+
+
+def test_cpu_peak_memory_sees_the_materialized_distance_matrix():
+    case = "N=8192 K=512 D=64 fp32"  # cdist materializes 8192x512 fp32 = 16 MiB
+    base = cpu_extra_peak_mb("vq", case, "baseline", quick=True)
+    ours = cpu_extra_peak_mb("vq", case, "sslfast", quick=True)
+    assert base > 12.0, base
+    assert ours < base / 10, (ours, base)
+
+
+def test_cli_quick_run_writes_its_files(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "sslfast", "bench", "--ops", "vq", "--quick", "--no-memory",
+                           "--repeats", "3", "--json", str(out), "--markdown", str(tmp_path / "b.md")],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert [r["op"] for r in data["records"]] == ["vq"] and data["records"][0]["correct"]
+    assert "bench --ops vq" in data["environment"]["command"]
+
+
+def test_cli_rejects_unknown_op():
+    proc = subprocess.run([sys.executable, "-m", "sslfast", "bench", "--ops", "nope"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "invalid choice" in proc.stderr
