@@ -1,35 +1,267 @@
-"""Fused linear + softmax cross-entropy. PLACEHOLDER: reference paths only.
+"""Softmax cross-entropy without the N×V logits: the LM-head matmul fused with the loss, chunked over rows.
 
-The fused kernels land with the cross-entropy issue; until then the functions below compute the
-same values the eager way, which defines the semantics.
+Rows whose label is ``ignore_index`` are dropped before the matmul. For ``reduction="mean"|"sum"`` the
+gradients are computed chunk by chunk during the forward (the upstream gradient of a scalar loss only
+scales them), so neither the logits nor their softmax are ever stored whole; for ``reduction="none"``
+the backward recomputes each chunk's logits from the saved log-sum-exp. Accumulation is fp32 whatever
+the input dtype. The GPU (Triton) path is pending: CUDA tensors run this same chunked path.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear_cross_entropy", "cross_entropy"]
+from sslfast.ops._checks import check_same_device, check_tensor
+from sslfast.ops._dispatch import resolve_backend
+
+__all__ = ["linear_cross_entropy", "cross_entropy", "REDUCTIONS"]
+
+REDUCTIONS = ("mean", "sum", "none")
+_CHUNK_BYTES = 32 * 2**20  # fp32 logits of one chunk of rows
 
 
-def cross_entropy(logits, labels, *, ignore_index=-100, label_smoothing=0.0, reduction="mean", z_loss=0.0,
-                  backend="auto"):
-    """Cross-entropy over logits (..., V) and labels (...), as ``F.cross_entropy`` plus PaLM's z-loss."""
-    flat = logits.reshape(-1, logits.shape[-1]).float()
-    lab = labels.reshape(-1)
-    loss = F.cross_entropy(flat, lab, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                           reduction="none")
-    valid = lab != ignore_index
+def _chunk_rows(v: int) -> int:
+    return max(16, _CHUNK_BYTES // (4 * max(v, 1))) // 8 * 8
+
+
+def _loss_and_dlogits(logits, labels, label_smoothing, z_loss, want_grad):
+    """Per-row loss (M,), log-sum-exp (M,) and, if ``want_grad``, d loss_row / d logits (M, V) fp32."""
+    v = logits.shape[1]
+    logp = torch.log_softmax(logits, dim=1)  # (M, V): one fused pass
+    target_logp = logp.gather(1, labels[:, None]).squeeze(1)  # (M,)
+    lse = logits.gather(1, labels[:, None]).squeeze(1) - target_logp
+    loss = -target_logp
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * logp.mean(dim=1)
     if z_loss:
-        loss = loss + z_loss * torch.logsumexp(flat, -1).pow(2) * valid
+        loss = loss + z_loss * lse.square()
+    if not want_grad:
+        return loss, lse, None
+    del logits
+    probs = logp.exp_()  # softmax, in place of the log-probabilities
+    if z_loss:
+        probs.mul_((1 + 2 * z_loss * lse)[:, None])
+    probs.scatter_add_(1, labels[:, None], torch.full_like(lse[:, None], -(1 - label_smoothing)))
+    if label_smoothing:
+        probs.sub_(label_smoothing / v)
+    return loss, lse, probs
+
+
+def _grad_hidden_into(out, dlogits, w32):
+    """out (c, D) = dlogits (c, V) @ w32 (V, D). BLAS handles a row count's remainder modulo 8 with a
+    sequential fp32 sum over all V classes (error growing with V), so those rows go through an 8-row,
+    zero-padded product instead."""
+    rows = out.shape[0]
+    full = rows - rows % 8
+    if full:
+        torch.mm(dlogits[:full], w32, out=out[:full])
+    if full < rows:
+        padded = dlogits.new_zeros(8, dlogits.shape[1])
+        padded[: rows - full] = dlogits[full:]
+        out[full:] = (padded @ w32)[: rows - full]
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, label_smoothing, z_loss, reduction):
+        # hidden (M, D) kept rows only; labels (M,); returns per-row losses (M,) fp32 (scaled for mean/sum)
+        m, d = hidden.shape
+        v = weight.shape[0]
+        needs = ctx.needs_input_grad
+        want_grad = reduction != "none" and (needs[0] or needs[1] or needs[2])
+        w32 = weight.float()
+        b32 = bias.float() if bias is not None else None
+        losses = hidden.new_empty(m, dtype=torch.float32)
+        lses = hidden.new_empty(m, dtype=torch.float32)
+        grad_h = torch.empty(m, d, dtype=torch.float32, device=hidden.device) if want_grad and needs[0] else None
+        grad_w = torch.zeros(v, d, dtype=torch.float32, device=hidden.device) if want_grad and needs[1] else None
+        grad_b = torch.zeros(v, dtype=torch.float32, device=hidden.device) if want_grad and needs[2] else None
+        step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
+        for s in range(0, m, step):
+            h = hidden[s:s + step].float()  # (c, D)
+            logits = F.linear(h, w32, b32)  # (c, V) fp32
+            loss, lse, dlogits = _loss_and_dlogits(logits, labels[s:s + step], label_smoothing, z_loss, want_grad)
+            losses[s:s + step] = loss
+            lses[s:s + step] = lse
+            if want_grad:  # gradients of the sum of row losses; backward scales them by the upstream gradient
+                if grad_h is not None:
+                    _grad_hidden_into(grad_h[s:s + step], dlogits, w32)
+                if grad_w is not None:
+                    grad_w.addmm_(dlogits.t(), h)
+                if grad_b is not None:
+                    grad_b.add_(dlogits.sum(0))
+        ctx.reduction, ctx.label_smoothing, ctx.z_loss = reduction, label_smoothing, z_loss
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        if reduction == "none":
+            ctx.save_for_backward(hidden, weight, bias, labels, lses)
+        else:
+            ctx.save_for_backward(grad_h, grad_w, grad_b)
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        if ctx.reduction != "none":
+            grad_h, grad_w, grad_b = ctx.saved_tensors
+            g = grad_losses[0] if grad_losses.numel() else grad_losses.new_zeros(())  # same for every row
+            out = [None if t is None else t * g for t in (grad_h, grad_w, grad_b)]
+        else:
+            out = _recompute_grads(ctx, grad_losses)
+        hidden_dtype, weight_dtype = ctx.dtypes
+        out = [None if t is None else t.to(dt) for t, dt in zip(out, (hidden_dtype, weight_dtype, weight_dtype))]
+        return out[0], out[1], out[2], None, None, None, None
+
+
+def _recompute_grads(ctx, grad_losses):
+    hidden, weight, bias, labels, lses = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    w32 = weight.float()
+    b32 = bias.float() if bias is not None else None
+    m, d = hidden.shape
+    v = weight.shape[0]
+    grad_h = torch.empty(m, d, dtype=torch.float32, device=hidden.device) if needs[0] else None
+    grad_w = torch.zeros(v, d, dtype=torch.float32, device=hidden.device) if needs[1] else None
+    grad_b = torch.zeros(v, dtype=torch.float32, device=hidden.device) if needs[2] else None
+    step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
+    for s in range(0, m, step):
+        h = hidden[s:s + step].float()
+        logits = F.linear(h, w32, b32)
+        _, _, dlogits = _loss_and_dlogits(logits, labels[s:s + step], ctx.label_smoothing, ctx.z_loss, True)
+        dlogits.mul_(grad_losses[s:s + step, None].float())
+        if grad_h is not None:
+            _grad_hidden_into(grad_h[s:s + step], dlogits, w32)
+        if grad_w is not None:
+            grad_w.addmm_(dlogits.t(), h)
+        if grad_b is not None:
+            grad_b.add_(dlogits.sum(0))
+    return [grad_h, grad_w, grad_b]
+
+
+def _validate_labels(op, labels, v, ignore_index, lead_shape):
+    check_tensor(op, "labels", labels, dtypes=(torch.int64, torch.int32))
+    if tuple(labels.shape) != tuple(lead_shape):
+        raise ValueError(f"{op}: labels shape {tuple(labels.shape)} must equal the leading shape {tuple(lead_shape)}")
+
+
+def _keep_rows(op, labels, v, ignore_index):
+    """Indices of the non-ignored rows; raises on labels outside [0, V). One host synchronization."""
+    keep = labels != ignore_index
+    bad = keep & ((labels < 0) | (labels >= v))
+    n_bad, n_keep = torch.stack([bad.sum(), keep.sum()]).tolist()
+    if n_bad:
+        first = labels[bad][0].item()
+        raise ValueError(f"{op}: labels must be in [0, {v}) or equal ignore_index={ignore_index}; "
+                         f"found {n_bad} outside, e.g. {first}")
+    return torch.nonzero_static(keep, size=n_keep).squeeze(1), n_keep
+
+
+def _reduce(op, losses, indices, n_rows, n_keep, reduction, lead_shape):
     if reduction == "none":
-        return loss.reshape(labels.shape)
-    if reduction == "sum":
-        return loss.sum()
-    return loss.sum() / valid.sum().clamp_min(1)
+        full = losses.new_zeros(n_rows).index_copy(0, indices, losses)
+        return full.reshape(lead_shape)
+    total = losses.sum()
+    return total / max(n_keep, 1) if reduction == "mean" else total
 
 
-def linear_cross_entropy(hidden, weight, labels, bias=None, *, ignore_index=-100, label_smoothing=0.0,
-                         reduction="mean", z_loss=0.0, backend="auto"):
-    """``cross_entropy(F.linear(hidden, weight, bias), labels)`` without materializing the N×V logits."""
-    return cross_entropy(F.linear(hidden, weight, bias), labels, ignore_index=ignore_index,
-                         label_smoothing=label_smoothing, reduction=reduction, z_loss=z_loss)
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                         bias: torch.Tensor | None = None, *, ignore_index: int = -100,
+                         label_smoothing: float = 0.0, reduction: str = "mean", z_loss: float = 0.0,
+                         backend: str = "auto") -> torch.Tensor:
+    """``F.cross_entropy(F.linear(hidden, weight, bias).float(), labels, ...)`` without the N×V logits.
+
+    Args:
+        hidden: (..., D) float32/float16/bfloat16. weight: (V, D) as in ``nn.Linear``; bias: (V,) or None.
+        labels: (...) int64 class indices in ``[0, V)`` or ``ignore_index`` (those rows cost nothing).
+        reduction: "mean" (over non-ignored rows; 0 when all are ignored), "sum" or "none" (per row,
+            0 at ignored rows). z_loss: adds ``z_loss * logsumexp(logits)²`` per counted row (PaLM).
+        backend: "auto" | "torch" (chunked PyTorch, any device). The Triton path is pending.
+
+    Raises ``ValueError`` for labels outside the vocabulary. NaN/Inf in ``hidden`` give a NaN loss.
+    """
+    op = "linear_cross_entropy"
+    check_tensor(op, "hidden", hidden, min_dim=1)
+    check_tensor(op, "weight", weight, dim=2)
+    if bias is not None:
+        check_tensor(op, "bias", bias, dim=1)
+    check_same_device(op, hidden=hidden, weight=weight, labels=labels, bias=bias)
+    if hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{op}: hidden's last dimension ({hidden.shape[-1]}) must equal weight's D "
+                         f"({weight.shape[1]}); weight is (V, D) as in nn.Linear, got {tuple(weight.shape)}")
+    if bias is not None and bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"{op}: bias must have V={weight.shape[0]} elements, got {tuple(bias.shape)}")
+    if weight.shape[0] == 0:
+        raise ValueError(f"{op}: weight has V=0 classes")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    _validate_labels(op, labels, weight.shape[0], ignore_index, hidden.shape[:-1])
+    resolve_backend(op, backend, hidden.device, ("triton", "torch"))
+    lead = hidden.shape[:-1]
+    flat_h = hidden.reshape(-1, hidden.shape[-1])
+    flat_y = labels.reshape(-1).long()
+    indices, n_keep = _keep_rows(op, flat_y, weight.shape[0], ignore_index)
+    kept_h = flat_h.index_select(0, indices)  # (M, D): ignored rows never reach the matmul
+    kept_y = flat_y.index_select(0, indices)
+    losses = _LinearCrossEntropy.apply(kept_h, weight, bias, kept_y, float(label_smoothing), float(z_loss),
+                                       reduction)
+    return _reduce(op, losses, indices, flat_y.numel(), n_keep, reduction, lead)
+
+
+class _CrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, labels, indices, label_smoothing, z_loss, reduction):
+        # logits (N, V) any float dtype; indices (M,) kept rows; returns per-kept-row losses (M,) fp32
+        want_grad = ctx.needs_input_grad[0]
+        m, v = indices.numel(), logits.shape[1]
+        losses = logits.new_empty(m, dtype=torch.float32)
+        grad = torch.zeros_like(logits) if want_grad else None  # the only N×V buffer, in the logits' dtype
+        step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
+        for s in range(0, m, step):
+            rows = indices[s:s + step]
+            chunk = logits.index_select(0, rows).float()  # (c, V) fp32
+            loss, _, dlogits = _loss_and_dlogits(chunk, labels[s:s + step], label_smoothing, z_loss, want_grad)
+            losses[s:s + step] = loss
+            if want_grad:
+                grad.index_copy_(0, rows, dlogits.to(grad.dtype))
+        ctx.reduction = reduction
+        ctx.save_for_backward(grad, indices)
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_losses):
+        grad, indices = ctx.saved_tensors
+        if ctx.reduction == "none":  # per-row upstream gradients: scale each kept row
+            scale = torch.zeros(grad.shape[0], dtype=torch.float32, device=grad.device)
+            scale.index_copy_(0, indices, grad_losses.float())
+            return grad * scale[:, None].to(grad.dtype), None, None, None, None, None
+        g = grad_losses[0] if grad_losses.numel() else grad_losses.new_zeros(())
+        return grad.mul_(g.to(grad.dtype)), None, None, None, None, None
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100,
+                  label_smoothing: float = 0.0, reduction: str = "mean", z_loss: float = 0.0,
+                  backend: str = "auto") -> torch.Tensor:
+    """``F.cross_entropy(logits.float(), labels, ...)`` (plus PaLM's z-loss) for callers holding logits.
+
+    One pass over the kept rows in fp32 chunks (no fp32 copy of the whole tensor); the gradient is
+    computed in that pass into one buffer of the logits' dtype. Same arguments as
+    :func:`linear_cross_entropy`; ``logits`` (..., V), ``labels`` (...).
+    """
+    op = "cross_entropy"
+    check_tensor(op, "logits", logits, min_dim=1)
+    check_same_device(op, logits=logits, labels=labels)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if logits.shape[-1] == 0:
+        raise ValueError(f"{op}: logits have V=0 classes")
+    _validate_labels(op, labels, logits.shape[-1], ignore_index, logits.shape[:-1])
+    resolve_backend(op, backend, logits.device, ("triton", "torch"))
+    lead = logits.shape[:-1]
+    flat = logits.reshape(-1, logits.shape[-1])
+    flat_y = labels.reshape(-1).long()
+    indices, n_keep = _keep_rows(op, flat_y, logits.shape[-1], ignore_index)
+    losses = _CrossEntropy.apply(flat, flat_y.index_select(0, indices), indices, float(label_smoothing),
+                                 float(z_loss), reduction)
+    return _reduce(op, losses, indices, flat_y.numel(), n_keep, reduction, lead)

@@ -1,0 +1,169 @@
+"""linear_cross_entropy / cross_entropy against a float64 eager reference: values and all gradients."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sslfast.ops import cross_entropy, linear_cross_entropy
+from tests.helpers import assert_within_torch_error
+
+IGNORE = -100
+
+
+def reference_loss(logits, labels, reduction, label_smoothing, z_loss):
+    """Eager F.cross_entropy plus PaLM's z-loss, in the logits' dtype (float64 for the reference)."""
+    per_row = F.cross_entropy(logits, labels, ignore_index=IGNORE, label_smoothing=label_smoothing,
+                              reduction="none")
+    valid = labels != IGNORE
+    per_row = per_row + z_loss * torch.logsumexp(logits, -1).square() * valid
+    if reduction == "none":
+        return per_row
+    if reduction == "sum":
+        return per_row.sum()
+    return per_row.sum() / valid.sum().clamp_min(1)
+
+
+def make_labels(n, v, ignored_fraction):
+    labels = torch.randint(0, v, (n,))
+    labels[torch.rand(n) < ignored_fraction] = IGNORE
+    if ignored_fraction == 1.0:
+        labels.fill_(IGNORE)
+    return labels
+
+
+def run_linear(fn, hidden, weight, bias, labels, upstream, **kw):
+    h = hidden.detach().clone().requires_grad_(True)
+    w = weight.detach().clone().requires_grad_(True)
+    b = None if bias is None else bias.detach().clone().requires_grad_(True)
+    loss = fn(h, w, b, labels, **kw)
+    (loss.double() * upstream).sum().backward()
+    return [loss.detach(), h.grad, w.grad] + ([] if b is None else [b.grad])
+
+
+def ours_linear(h, w, b, y, **kw):
+    return linear_cross_entropy(h, w, y, b, **kw)
+
+
+def eager_linear(h, w, b, y, **kw):
+    return reference_loss(F.linear(h, w, b).float() if h.dtype != torch.float64 else F.linear(h, w, b), y, **kw)
+
+
+CASES = [  # (N, D, V, ignored fraction, reduction, smoothing, z-loss, bias)
+    (37, 19, 101, 0.0, "mean", 0.0, 0.0, False),
+    (53, 24, 30522, 0.2, "mean", 0.1, 0.0, True),
+    (41, 16, 50257, 0.85, "sum", 0.0, 1e-3, False),
+    (29, 13, 257, 0.2, "none", 0.05, 1e-4, True),
+    (17, 8, 97, 1.0, "mean", 0.0, 0.0, True),
+    (17, 8, 97, 1.0, "none", 0.1, 1e-4, False),
+    (64, 33, 1009, 0.5, "sum", 0.2, 0.0, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}_D{}_V{}_ign{}_{}_ls{}_z{}_b{}".format(*c))
+def test_linear_cross_entropy_matches_float64(case, dtype, seed):
+    n, d, v, ignored, reduction, smoothing, z_loss, with_bias = case
+    hidden = torch.randn(n, d).to(dtype)
+    weight = (torch.randn(v, d) / d ** 0.5).to(dtype)
+    bias = torch.randn(v).to(dtype) if with_bias else None
+    labels = make_labels(n, v, ignored)
+    kw = dict(reduction=reduction, label_smoothing=smoothing, z_loss=z_loss)
+    upstream = torch.randn(n, dtype=torch.float64) if reduction == "none" else torch.tensor(1.7, dtype=torch.float64)
+    ours = run_linear(ours_linear, hidden, weight, bias, labels, upstream, **kw)
+    as64 = [None if t is None else t.double() for t in (hidden, weight, bias)]
+    ref = run_linear(eager_linear, *as64, labels, upstream, **kw)
+    same_dtype = run_linear(eager_linear, hidden.float() if dtype == torch.float16 else hidden,
+                            weight.float() if dtype == torch.float16 else weight,
+                            None if bias is None else (bias.float() if dtype == torch.float16 else bias),
+                            labels, upstream, **kw)
+    names = ["loss", "grad hidden", "grad weight", "grad bias"]
+    for name, got, want, torch_path in zip(names, ours, ref, same_dtype):
+        assert got.dtype == (torch.float32 if name == "loss" else dtype), name
+        assert torch.isfinite(got).all(), name
+        assert_within_torch_error(got.float(), torch_path.float(), want, factor=2.0, floor=1e-6 if dtype ==
+                                  torch.float32 else 2e-3, what=name)
+    if ignored == 1.0:
+        assert all((t == 0).all() for t in ours), "all rows ignored: loss and gradients must be 0"
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_cross_entropy_on_logits_matches_float64(reduction, dtype, seed):
+    n, v = 45, 3001
+    logits = (torch.randn(n, v) * 3).to(dtype)
+    labels = make_labels(n, v, 0.3)
+    kw = dict(reduction=reduction, label_smoothing=0.1, z_loss=1e-4)
+    upstream = torch.randn(n, dtype=torch.float64) if reduction == "none" else torch.tensor(0.6, dtype=torch.float64)
+
+    def run(fn, z):
+        z = z.detach().clone().requires_grad_(True)
+        loss = fn(z)
+        (loss.double() * upstream).sum().backward()
+        return loss.detach(), z.grad
+
+    ours = run(lambda z: cross_entropy(z, labels, **kw), logits)
+    ref = run(lambda z: reference_loss(z, labels, **kw), logits.double())
+    torch_path = run(lambda z: reference_loss(z.float(), labels, **kw), logits)
+    assert ours[1].dtype == dtype  # gradient in the logits' dtype, no fp32 copy handed back
+    for name, got, want, base in zip(["loss", "grad logits"], ours, ref, torch_path):
+        assert_within_torch_error(got.float(), base.float(), want, floor=1e-6 if dtype == torch.float32 else 2e-3,
+                                  what=name)
+
+
+def test_leading_dimensions_and_int32_labels(seed):
+    hidden, weight = torch.randn(2, 7, 12), torch.randn(50, 12)
+    labels = torch.randint(0, 50, (2, 7), dtype=torch.int32)
+    loss = linear_cross_entropy(hidden, weight, labels, reduction="none")
+    assert loss.shape == (2, 7)
+    ref = F.cross_entropy(F.linear(hidden, weight).reshape(-1, 50), labels.reshape(-1).long(), reduction="none")
+    assert torch.allclose(loss.reshape(-1), ref, atol=1e-5)
+
+
+def test_nan_hidden_gives_nan_loss_not_a_crash():
+    hidden = torch.randn(6, 4)
+    hidden[2, 1] = float("nan")
+    loss = linear_cross_entropy(hidden, torch.randn(9, 4), torch.randint(0, 9, (6,)))
+    assert torch.isnan(loss)
+
+
+@pytest.mark.parametrize("bad_label", [9, 1000, -1, -5])
+def test_labels_outside_the_vocabulary_raise(bad_label):
+    labels = torch.randint(0, 9, (6,))
+    labels[3] = bad_label
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 9\)"):
+        linear_cross_entropy(torch.randn(6, 4), torch.randn(9, 4), labels)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 9\)"):
+        cross_entropy(torch.randn(6, 9), labels)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(hidden=torch.randn(6, 5)), ValueError, "last dimension"),
+        (dict(weight=torch.randn(9, 4, 1)), ValueError, "weight must have 2 dimensions"),
+        (dict(labels=torch.randint(0, 9, (5,))), ValueError, "labels shape"),
+        (dict(labels=torch.rand(6)), TypeError, "labels must have dtype"),
+        (dict(hidden=torch.randint(0, 3, (6, 4))), TypeError, "hidden must have dtype"),
+        (dict(bias=torch.randn(8)), ValueError, "bias must have V=9"),
+        (dict(reduction="avg"), ValueError, "reduction must be one of"),
+        (dict(label_smoothing=1.5), ValueError, "label_smoothing"),
+        (dict(weight=torch.randn(9, 4, device="meta")), ValueError, "same device"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(kwargs, error, match):
+    args = dict(hidden=torch.randn(6, 4), weight=torch.randn(9, 4), labels=torch.randint(0, 9, (6,)), bias=None)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        linear_cross_entropy(**args)
+
+
+def test_tied_embedding_weight_gets_both_gradients(seed):
+    emb = torch.nn.Embedding(31, 8)
+    ids = torch.randint(0, 31, (5, 6))
+    hidden = emb(ids).tanh()
+    loss = linear_cross_entropy(hidden, emb.weight, torch.randint(0, 31, (5, 6)))
+    loss.backward()
+    grad_ours = emb.weight.grad.clone()
+    emb.weight.grad = None
+    hidden = emb(ids).tanh()
+    F.cross_entropy(F.linear(hidden, emb.weight).reshape(-1, 31), torch.randint(0, 31, (30,)).fill_(0)).sum()
+    assert grad_ours.abs().sum() > 0
