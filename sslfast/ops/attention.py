@@ -1,7 +1,8 @@
-"""Fused masked attention (padding, causal, variable-length). PLACEHOLDER: reference paths only.
+"""Masked attention (key padding, causal, variable-length batches).
 
-The Triton FlashAttention-style kernels land with the attention issue; until then every backend
-request resolves to the plain PyTorch path below, which defines the semantics.
+CPU path: PyTorch's own fused ``F.scaled_dot_product_attention`` (the best CPU kernel), with the padding,
+causal and varlen semantics made exact around it. The Triton FlashAttention-style kernels (GPU) and
+dropout with a counter-based RNG are pending; CUDA tensors run the same SDPA path meanwhile.
 """
 from __future__ import annotations
 
@@ -10,31 +11,86 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sslfast.ops._checks import check_same_device, check_tensor
+from sslfast.ops._dispatch import resolve_backend
+
 __all__ = ["attention", "varlen_attention", "unpad", "pad", "attention_reference"]
+
+_HEAD_DIMS = "a multiple of 8 from 8 to 256"
 
 
 def attention_reference(q, k, v, *, attention_mask=None, causal=False, scale=None):
     """softmax(QKᵀ·scale + mask)V in the inputs' dtype; fully masked rows give 0. q (B,H,Sq,D), k/v (B,H,Sk,D)."""
-    b, h, sq, d = q.shape
-    sk = k.shape[2]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    keep = torch.ones(b, 1, sq, sk, dtype=torch.bool, device=q.device)
-    if attention_mask is not None:
-        keep = keep & attention_mask.bool()[:, None, None, :]
-    if causal:  # aligned bottom-right, as flash-attention
-        rows = torch.arange(sq, device=q.device)[:, None] + (sk - sq)
-        keep = keep & (torch.arange(sk, device=q.device)[None, :] <= rows)
+    keep = _keep_mask(q, k, attention_mask, causal)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-1, -2)) * scale  # (B, H, Sq, Sk)
-    scores = scores.masked_fill(~keep, float("-inf"))
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
     probs = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
     return probs @ v
 
 
+def _keep_mask(q, k, attention_mask, causal):
+    """Boolean (B or 1, 1, Sq, Sk) mask of visible keys, or None when every key is visible."""
+    sq, sk = q.shape[2], k.shape[2]
+    keep = None
+    if attention_mask is not None:
+        keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, Sk)
+    if causal:  # aligned bottom-right, as flash-attention: query i sees keys j <= i + (Sk - Sq)
+        tri = torch.ones(sq, sk, dtype=torch.bool, device=q.device).tril(diagonal=sk - sq)
+        keep = tri[None, None] if keep is None else keep & tri
+    return keep
+
+
+def _validate(op, q, k, v, attention_mask, scale):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(op, name, t, dim=4)
+    check_same_device(op, q=q, k=k, v=v, attention_mask=attention_mask)
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"{op}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    b, h, _, d = q.shape
+    if k.shape[:2] != (b, h) or v.shape[:2] != (b, h) or k.shape[2] != v.shape[2]:
+        raise ValueError(f"{op}: expected q (B, H, Sq, D), k and v (B, H, Sk, D) with the same B and H; got "
+                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if k.shape[3] != d or v.shape[3] != d:
+        raise ValueError(f"{op}: head dims differ: q {d}, k {k.shape[3]}, v {v.shape[3]}")
+    if d % 8 or not 8 <= d <= 256:
+        raise ValueError(f"{op}: head dim must be {_HEAD_DIMS}, got {d}")
+    if attention_mask is not None:
+        if attention_mask.dtype not in (torch.bool, torch.int64, torch.int32, torch.uint8):
+            raise TypeError(f"{op}: attention_mask must be bool or 0/1 integers, got {attention_mask.dtype}")
+        if tuple(attention_mask.shape) != (b, k.shape[2]):
+            raise ValueError(f"{op}: attention_mask must be (B, Sk) = {(b, k.shape[2])}, got "
+                             f"{tuple(attention_mask.shape)}")
+    if scale is not None and not scale > 0:
+        raise ValueError(f"{op}: scale must be positive, got {scale}")
+
+
+def _sdpa_exact(q, k, v, keep, scale):
+    """SDPA with ``keep``; query rows that see no key give 0 output and 0 gradient, never NaN."""
+    if keep is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    sees_some = keep.any(-1, keepdim=True)  # (B|1, 1, Sq, 1)
+    # unmask one key for empty rows so SDPA stays finite; their output (and so their gradient) is zeroed
+    safe = keep | (~sees_some & (torch.arange(keep.shape[-1], device=keep.device) == 0))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, scale=scale)
+    return out.masked_fill(~sees_some, 0.0)
+
+
 def attention(q, k, v, *, attention_mask=None, causal=False, dropout_p=0.0, scale=None, backend="auto"):
-    """Attention over (B, H, S, D) tensors with a (B, Sk) key-padding mask (True/1 = real token)."""
+    """Attention over q (B, H, Sq, D), k and v (B, H, Sk, D), as ``F.scaled_dot_product_attention``.
+
+    ``attention_mask`` (B, Sk) bool or 0/1: True/1 marks a real key (Hugging Face's convention).
+    ``causal`` aligns the causal mask bottom-right when Sq != Sk (as flash-attention). ``scale``
+    defaults to 1/sqrt(D). Query rows that see no key give 0, never NaN.
+    """
+    op = "attention"
+    _validate(op, q, k, v, attention_mask, scale)
     if dropout_p:
-        raise NotImplementedError("attention: dropout lands with the fused attention kernels")
-    return attention_reference(q, k, v, attention_mask=attention_mask, causal=causal, scale=scale)
+        raise NotImplementedError(f"{op}: dropout (seeded counter-based RNG) lands with the Triton kernels; "
+                                  f"use dropout_p=0.0")
+    resolve_backend(op, backend, q.device, ("triton", "torch"))
+    return _sdpa_exact(q, k, v, _keep_mask(q, k, attention_mask, causal), scale)
 
 
 def unpad(x: torch.Tensor, attention_mask: torch.Tensor):
@@ -50,20 +106,67 @@ def unpad(x: torch.Tensor, attention_mask: torch.Tensor):
 def pad(x: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
     """Inverse of :func:`unpad`: packed (total, ...) → (batch, seqlen, ...) with zeros at padding."""
     out = x.new_zeros(batch * seqlen, *x.shape[1:])
-    out[indices] = x
+    out = out.index_copy(0, indices, x)
     return out.view(batch, seqlen, *x.shape[1:])
+
+
+def _check_cu_seqlens(op, name, cu, total, max_seqlen):
+    check_tensor(op, name, cu, dtypes=(torch.int32,), dim=1)
+    if cu.numel() < 2:
+        raise ValueError(f"{op}: {name} needs batch+1 >= 2 entries, got {cu.numel()}")
+    lengths = cu[1:] - cu[:-1]
+    if int(cu[0]) != 0 or bool((lengths < 0).any()):
+        raise ValueError(f"{op}: {name} must start at 0 and never decrease, got {cu.tolist()}")
+    if int(cu[-1]) != total:
+        raise ValueError(f"{op}: {name} ends at {int(cu[-1])} but the packed tensor has {total} tokens")
+    if int(lengths.max()) > max_seqlen:
+        raise ValueError(f"{op}: a sequence in {name} is longer ({int(lengths.max())}) than max_seqlen={max_seqlen}")
+    return lengths
+
+
+def _padded_positions(cu, lengths, max_seqlen):
+    """Row of every packed token in a (B * max_seqlen) padded layout."""
+    total = int(cu[-1])
+    batch_of = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu.device), lengths.long(),
+                                       output_size=total)
+    return batch_of * max_seqlen + (torch.arange(total, device=cu.device) - cu[:-1].long()[batch_of])
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False,
                      dropout_p=0.0, scale=None, backend="auto"):
-    """Attention over packed (total, H, D) sequences delimited by int32 cumulative lengths."""
+    """Attention over packed (total, H, D) sequences delimited by int32 cumulative lengths (batch+1),
+    as flash-attention's varlen API. ``causal`` aligns bottom-right within each sequence pair."""
+    op = "varlen_attention"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(op, name, t, dim=3)
+    check_same_device(op, q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k)
+    if k.shape != v.shape or q.shape[1:] != k.shape[1:]:
+        raise ValueError(f"{op}: expected q (Tq, H, D), k and v (Tk, H, D); got q {tuple(q.shape)}, "
+                         f"k {tuple(k.shape)}, v {tuple(v.shape)}")
     if dropout_p:
-        raise NotImplementedError("varlen_attention: dropout lands with the fused attention kernels")
-    out = torch.empty_like(q)
-    for i in range(cu_seqlens_q.numel() - 1):
-        qs, qe = int(cu_seqlens_q[i]), int(cu_seqlens_q[i + 1])
-        ks, ke = int(cu_seqlens_k[i]), int(cu_seqlens_k[i + 1])
-        qi = q[qs:qe].transpose(0, 1)[None]  # (1, H, Sq, D)
-        ki, vi = k[ks:ke].transpose(0, 1)[None], v[ks:ke].transpose(0, 1)[None]
-        out[qs:qe] = attention_reference(qi, ki, vi, causal=causal, scale=scale)[0].transpose(0, 1)
-    return out
+        raise NotImplementedError(f"{op}: dropout lands with the Triton kernels; use dropout_p=0.0")
+    len_q = _check_cu_seqlens(op, "cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q)
+    len_k = _check_cu_seqlens(op, "cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)
+    if len_q.numel() != len_k.numel():
+        raise ValueError(f"{op}: cu_seqlens_q and cu_seqlens_k describe different batch sizes")
+    resolve_backend(op, backend, q.device, ("triton", "torch"))
+    batch, heads, d = len_q.numel(), q.shape[1], q.shape[2]
+    if d % 8 or not 8 <= d <= 256:
+        raise ValueError(f"{op}: head dim must be {_HEAD_DIMS}, got {d}")
+    rows_q = _padded_positions(cu_seqlens_q, len_q, max_seqlen_q)
+    rows_k = _padded_positions(cu_seqlens_k, len_k, max_seqlen_k)
+
+    def to_padded(x, rows, seqlen):  # (total, H, D) -> (B, H, S, D)
+        out = x.new_zeros(batch * seqlen, heads, d).index_copy(0, rows, x)
+        return out.view(batch, seqlen, heads, d).transpose(1, 2)
+
+    qp = to_padded(q, rows_q, max_seqlen_q)
+    kp, vp = to_padded(k, rows_k, max_seqlen_k), to_padded(v, rows_k, max_seqlen_k)
+    key_mask = torch.arange(max_seqlen_k, device=q.device)[None, :] < len_k[:, None]  # (B, Sk)
+    keep = key_mask[:, None, None, :]
+    if causal:  # bottom-right within each pair: query i of a length-Lq sequence sees keys j <= i + Lk - Lq
+        i = torch.arange(max_seqlen_q, device=q.device)[None, :, None]
+        j = torch.arange(max_seqlen_k, device=q.device)[None, None, :]
+        keep = keep & (j <= i + (len_k - len_q)[:, None, None])[:, None]
+    out = _sdpa_exact(qp, kp, vp, keep, scale)  # (B, H, Sq, D)
+    return out.transpose(1, 2).reshape(batch * max_seqlen_q, heads, d).index_select(0, rows_q)
