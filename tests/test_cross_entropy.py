@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import sslfast
 from sslfast.ops import cross_entropy, linear_cross_entropy
 from tests.helpers import assert_within_torch_error
 
@@ -167,3 +168,47 @@ def test_tied_embedding_weight_gets_both_gradients(seed):
     hidden = emb(ids).tanh()
     F.cross_entropy(F.linear(hidden, emb.weight).reshape(-1, 31), torch.randint(0, 31, (30,)).fill_(0)).sum()
     assert grad_ours.abs().sum() > 0
+
+
+TRITON = [b for b in ("triton",) if sslfast.ops.available_backends()[b]]
+
+
+@pytest.mark.parametrize("backend", TRITON)
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], (23, 16, 30522, 0.6, "mean", 0.1, 1e-3, True)],
+                         ids=lambda c: "N{}_D{}_V{}_ign{}_{}_ls{}_z{}_b{}".format(*c))
+def test_linear_cross_entropy_triton_kernel_under_interpreter(backend, case, seed):
+    n, d, v, ignored, reduction, smoothing, z_loss, with_bias = case
+    hidden, weight = torch.randn(n, d), torch.randn(v, d) / d ** 0.5
+    bias = torch.randn(v) if with_bias else None
+    labels = make_labels(n, v, ignored)
+    kw = dict(reduction=reduction, label_smoothing=smoothing, z_loss=z_loss)
+    upstream = torch.randn(n, dtype=torch.float64) if reduction == "none" else torch.tensor(1.3, dtype=torch.float64)
+    ours = run_linear(lambda h, w, b, y, **k: linear_cross_entropy(h, w, y, b, backend=backend, **k),
+                      hidden, weight, bias, labels, upstream, **kw)
+    ref = run_linear(eager_linear, hidden.double(), weight.double(), None if bias is None else bias.double(),
+                     labels, upstream, **kw)
+    base = run_linear(eager_linear, hidden, weight, bias, labels, upstream, **kw)
+    for name, got, want, torch_path in zip(["loss", "grad hidden", "grad weight", "grad bias"], ours, ref, base):
+        assert_within_torch_error(got, torch_path, want, floor=1e-6, what=name)
+
+
+@pytest.mark.parametrize("backend", TRITON)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+def test_cross_entropy_triton_kernel_under_interpreter(backend, dtype, seed):
+    n, v = 19, 1003
+    logits = (torch.randn(n, v) * 3).to(dtype)
+    labels = make_labels(n, v, 0.3)
+    kw = dict(reduction="mean", label_smoothing=0.1, z_loss=1e-4)
+
+    def run(fn, z):
+        z = z.detach().clone().requires_grad_(True)
+        loss = fn(z)
+        loss.backward()
+        return loss.detach(), z.grad
+
+    ours = run(lambda z: cross_entropy(z, labels, backend=backend, **kw), logits)
+    ref = run(lambda z: reference_loss(z, labels, **kw), logits.double())
+    base = run(lambda z: reference_loss(z.float(), labels, **kw), logits)
+    floor = 1e-6 if dtype == torch.float32 else 1e-2  # the gradient is stored in the logits' dtype
+    for name, got, want, torch_path in zip(["loss", "grad"], ours, ref, base):
+        assert_within_torch_error(got.float(), torch_path.float(), want, floor=floor, what=name)

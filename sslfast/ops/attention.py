@@ -71,6 +71,8 @@ def _sdpa_exact(q, k, v, keep, scale):
     if keep is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     sees_some = keep.any(-1, keepdim=True)  # (B|1, 1, Sq, 1)
+    if bool(sees_some.all()):  # the common case: no empty row, no extra pass
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale)
     # unmask one key for empty rows so SDPA stays finite; their output (and so their gradient) is zeroed
     safe = keep | (~sees_some & (torch.arange(keep.shape[-1], device=keep.device) == 0))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, scale=scale)

@@ -4,7 +4,8 @@ Rows whose label is ``ignore_index`` are dropped before the matmul. For ``reduct
 gradients are computed chunk by chunk during the forward (the upstream gradient of a scalar loss only
 scales them), so neither the logits nor their softmax are ever stored whole; for ``reduction="none"``
 the backward recomputes each chunk's logits from the saved log-sum-exp. Accumulation is fp32 whatever
-the input dtype. The GPU (Triton) path is pending: CUDA tensors run this same chunked path.
+the input dtype. On CUDA each chunk's logits come from one cuBLAS matmul and a fused Triton kernel
+(``kernels/cross_entropy.py``) turns them into loss, log-sum-exp and gradient in place.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sslfast.ops._checks import check_same_device, check_tensor
-from sslfast.ops._dispatch import resolve_backend
+from sslfast.ops._dispatch import resolve_backend, triton_interpreted
 
 __all__ = ["linear_cross_entropy", "cross_entropy", "REDUCTIONS"]
 
@@ -61,39 +62,85 @@ def _grad_hidden_into(out, dlogits, w32):
         out[full:] = (padded @ w32)[: rows - full]
 
 
+def _triton_rows(logits, rows, labels, label_smoothing, z_loss, want_grad, grad=None):
+    """Fused Triton pass over ``logits[rows]``: per-row loss and lse (fp32); the gradient goes to ``grad``
+    (default: in place over ``logits``)."""
+    from sslfast.kernels.cross_entropy import cross_entropy_kernel
+    m = rows.numel()
+    losses = logits.new_empty(m, dtype=torch.float32)
+    lses = logits.new_empty(m, dtype=torch.float32)
+    if m == 0:
+        return losses, lses, grad if grad is not None else logits
+    grad = logits if grad is None else grad
+    block_v = 1024 if triton_interpreted() else 4096
+    cross_entropy_kernel[(m,)](
+        logits, logits.stride(0), rows, labels, losses, lses, grad, grad.stride(0), logits.shape[1],
+        float(label_smoothing), float(z_loss), WANT_GRAD=want_grad, BLOCK_V=block_v,
+        num_warps=1 if triton_interpreted() else 8, num_stages=1)
+    return losses, lses, grad
+
+
+def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, row_scale, backend):
+    """Losses (M,), lse (M,) and, for the inputs flagged in ``needs`` (hidden, weight, bias), fp32 gradients
+    of sum_i row_scale_i * loss_i (``row_scale`` None: no gradients), one chunk of rows at a time."""
+    m, d = hidden.shape
+    v = weight.shape[0]
+    dev = hidden.device
+    want_grad = row_scale is not None
+    losses = hidden.new_empty(m, dtype=torch.float32)
+    lses = hidden.new_empty(m, dtype=torch.float32)
+    grad_h = torch.empty(m, d, dtype=torch.float32, device=dev) if want_grad and needs[0] else None
+    grad_w = torch.zeros(v, d, dtype=torch.float32, device=dev) if want_grad and needs[1] else None
+    grad_b = torch.zeros(v, dtype=torch.float32, device=dev) if want_grad and needs[2] else None
+    fused = backend == "triton"
+    # Triton: logits in the input dtype (cuBLAS accumulates in fp32), the kernel upcasts; torch: fp32 logits
+    w_mm = weight if fused else weight.float()
+    b_mm = None if bias is None else (bias if fused else bias.float())
+    step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
+    for s in range(0, m, step):
+        h = hidden[s:s + step] if fused else hidden[s:s + step].float()  # (c, D)
+        y = labels[s:s + step]
+        logits = F.linear(h, w_mm, b_mm)  # (c, V)
+        if fused:
+            rows = torch.arange(h.shape[0], device=dev)
+            loss, lse, dlogits = _triton_rows(logits, rows, y, label_smoothing, z_loss, want_grad)
+        else:
+            loss, lse, dlogits = _loss_and_dlogits(logits, y, label_smoothing, z_loss, want_grad)
+        losses[s:s + step] = loss
+        lses[s:s + step] = lse
+        if not want_grad:
+            continue
+        if isinstance(row_scale, torch.Tensor):
+            dlogits.mul_(row_scale[s:s + step, None].to(dlogits.dtype))
+        if grad_h is not None:
+            if fused:
+                grad_h[s:s + step] = dlogits @ w_mm
+            else:
+                _grad_hidden_into(grad_h[s:s + step], dlogits, w_mm)
+        if grad_w is not None:  # fp32 accumulation across chunks whatever the input dtype
+            if fused:
+                grad_w.add_(dlogits.t() @ h)
+            else:
+                grad_w.addmm_(dlogits.t(), h)
+        if grad_b is not None:
+            grad_b.add_(dlogits.sum(0, dtype=torch.float32))
+    return losses, lses, grad_h, grad_w, grad_b
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, label_smoothing, z_loss, reduction):
-        # hidden (M, D) kept rows only; labels (M,); returns per-row losses (M,) fp32 (scaled for mean/sum)
-        m, d = hidden.shape
-        v = weight.shape[0]
+    def forward(ctx, hidden, weight, bias, labels, label_smoothing, z_loss, reduction, backend):
+        # hidden (M, D) kept rows only; labels (M,); returns per-row losses (M,) fp32
         needs = ctx.needs_input_grad
-        want_grad = reduction != "none" and (needs[0] or needs[1] or needs[2])
-        w32 = weight.float()
-        b32 = bias.float() if bias is not None else None
-        losses = hidden.new_empty(m, dtype=torch.float32)
-        lses = hidden.new_empty(m, dtype=torch.float32)
-        grad_h = torch.empty(m, d, dtype=torch.float32, device=hidden.device) if want_grad and needs[0] else None
-        grad_w = torch.zeros(v, d, dtype=torch.float32, device=hidden.device) if want_grad and needs[1] else None
-        grad_b = torch.zeros(v, dtype=torch.float32, device=hidden.device) if want_grad and needs[2] else None
-        step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
-        for s in range(0, m, step):
-            h = hidden[s:s + step].float()  # (c, D)
-            logits = F.linear(h, w32, b32)  # (c, V) fp32
-            loss, lse, dlogits = _loss_and_dlogits(logits, labels[s:s + step], label_smoothing, z_loss, want_grad)
-            losses[s:s + step] = loss
-            lses[s:s + step] = lse
-            if want_grad:  # gradients of the sum of row losses; backward scales them by the upstream gradient
-                if grad_h is not None:
-                    _grad_hidden_into(grad_h[s:s + step], dlogits, w32)
-                if grad_w is not None:
-                    grad_w.addmm_(dlogits.t(), h)
-                if grad_b is not None:
-                    grad_b.add_(dlogits.sum(0))
-        ctx.reduction, ctx.label_smoothing, ctx.z_loss = reduction, label_smoothing, z_loss
+        fuse_grads = reduction != "none" and any(needs[:3])
+        # mean/sum: every row's upstream gradient is the same scalar, so the gradients of the plain sum are
+        # computed now and only scaled in backward; "none" recomputes them in backward instead
+        losses, lses, grad_h, grad_w, grad_b = _chunked_pass(
+            hidden, weight, bias, labels, label_smoothing, z_loss, needs, 1.0 if fuse_grads else None, backend)
+        ctx.reduction, ctx.label_smoothing, ctx.z_loss, ctx.backend = reduction, label_smoothing, z_loss, backend
         ctx.dtypes = (hidden.dtype, weight.dtype)
         if reduction == "none":
-            ctx.save_for_backward(hidden, weight, bias, labels, lses)
+            ctx.save_for_backward(hidden, weight, bias, labels)
         else:
             ctx.save_for_backward(grad_h, grad_w, grad_b)
         return losses
@@ -105,35 +152,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g = grad_losses[0] if grad_losses.numel() else grad_losses.new_zeros(())  # same for every row
             out = [None if t is None else t * g for t in (grad_h, grad_w, grad_b)]
         else:
-            out = _recompute_grads(ctx, grad_losses)
+            hidden, weight, bias, labels = ctx.saved_tensors
+            out = _chunked_pass(hidden, weight, bias, labels, ctx.label_smoothing, ctx.z_loss,
+                                ctx.needs_input_grad, grad_losses.float(), ctx.backend)[2:]
         hidden_dtype, weight_dtype = ctx.dtypes
         out = [None if t is None else t.to(dt) for t, dt in zip(out, (hidden_dtype, weight_dtype, weight_dtype))]
-        return out[0], out[1], out[2], None, None, None, None
-
-
-def _recompute_grads(ctx, grad_losses):
-    hidden, weight, bias, labels, lses = ctx.saved_tensors
-    needs = ctx.needs_input_grad
-    w32 = weight.float()
-    b32 = bias.float() if bias is not None else None
-    m, d = hidden.shape
-    v = weight.shape[0]
-    grad_h = torch.empty(m, d, dtype=torch.float32, device=hidden.device) if needs[0] else None
-    grad_w = torch.zeros(v, d, dtype=torch.float32, device=hidden.device) if needs[1] else None
-    grad_b = torch.zeros(v, dtype=torch.float32, device=hidden.device) if needs[2] else None
-    step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
-    for s in range(0, m, step):
-        h = hidden[s:s + step].float()
-        logits = F.linear(h, w32, b32)
-        _, _, dlogits = _loss_and_dlogits(logits, labels[s:s + step], ctx.label_smoothing, ctx.z_loss, True)
-        dlogits.mul_(grad_losses[s:s + step, None].float())
-        if grad_h is not None:
-            _grad_hidden_into(grad_h[s:s + step], dlogits, w32)
-        if grad_w is not None:
-            grad_w.addmm_(dlogits.t(), h)
-        if grad_b is not None:
-            grad_b.add_(dlogits.sum(0))
-    return [grad_h, grad_w, grad_b]
+        return out[0], out[1], out[2], None, None, None, None, None
 
 
 def _validate_labels(op, labels, v, ignore_index, lead_shape):
@@ -195,7 +219,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     _validate_labels(op, labels, weight.shape[0], ignore_index, hidden.shape[:-1])
-    resolve_backend(op, backend, hidden.device, ("triton", "torch"))
+    name = resolve_backend(op, backend, hidden.device, ("triton", "torch"))
     lead = hidden.shape[:-1]
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     flat_y = labels.reshape(-1).long()
@@ -203,18 +227,24 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     kept_h = flat_h.index_select(0, indices)  # (M, D): ignored rows never reach the matmul
     kept_y = flat_y.index_select(0, indices)
     losses = _LinearCrossEntropy.apply(kept_h, weight, bias, kept_y, float(label_smoothing), float(z_loss),
-                                       reduction)
+                                       reduction, name)
     return _reduce(op, losses, indices, flat_y.numel(), n_keep, reduction, lead)
 
 
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, indices, label_smoothing, z_loss, reduction):
+    def forward(ctx, logits, labels, indices, label_smoothing, z_loss, reduction, backend):
         # logits (N, V) any float dtype; indices (M,) kept rows; returns per-kept-row losses (M,) fp32
         want_grad = ctx.needs_input_grad[0]
         m, v = indices.numel(), logits.shape[1]
-        losses = logits.new_empty(m, dtype=torch.float32)
         grad = torch.zeros_like(logits) if want_grad else None  # the only N×V buffer, in the logits' dtype
+        ctx.reduction = reduction
+        if backend == "triton":
+            losses, _, _ = _triton_rows(logits, indices, labels, label_smoothing, z_loss, want_grad,
+                                        grad if want_grad else logits)
+            ctx.save_for_backward(grad, indices)
+            return losses
+        losses = logits.new_empty(m, dtype=torch.float32)
         step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
         for s in range(0, m, step):
             rows = indices[s:s + step]
@@ -233,9 +263,9 @@ class _CrossEntropy(torch.autograd.Function):
         if ctx.reduction == "none":  # per-row upstream gradients: scale each kept row
             scale = torch.zeros(grad.shape[0], dtype=torch.float32, device=grad.device)
             scale.index_copy_(0, indices, grad_losses.float())
-            return grad * scale[:, None].to(grad.dtype), None, None, None, None, None
+            return grad * scale[:, None].to(grad.dtype), None, None, None, None, None, None
         g = grad_losses[0] if grad_losses.numel() else grad_losses.new_zeros(())
-        return grad.mul_(g.to(grad.dtype)), None, None, None, None, None
+        return grad.mul_(g.to(grad.dtype)), None, None, None, None, None, None
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100,
@@ -257,11 +287,12 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
     if logits.shape[-1] == 0:
         raise ValueError(f"{op}: logits have V=0 classes")
     _validate_labels(op, labels, logits.shape[-1], ignore_index, logits.shape[:-1])
-    resolve_backend(op, backend, logits.device, ("triton", "torch"))
+    name = resolve_backend(op, backend, logits.device, ("triton", "torch"))
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])
     flat_y = labels.reshape(-1).long()
     indices, n_keep = _keep_rows(op, flat_y, logits.shape[-1], ignore_index)
-    losses = _CrossEntropy.apply(flat, flat_y.index_select(0, indices), indices, float(label_smoothing),
-                                 float(z_loss), reduction)
+    losses = _CrossEntropy.apply(flat if flat.stride(-1) == 1 else flat.contiguous(),
+                                 flat_y.index_select(0, indices), indices, float(label_smoothing), float(z_loss),
+                                 reduction, name)
     return _reduce(op, losses, indices, flat_y.numel(), n_keep, reduction, lead)
