@@ -157,19 +157,6 @@ def test_bad_inputs_raise_clear_errors(kwargs, error, match):
         linear_cross_entropy(**args)
 
 
-def test_tied_embedding_weight_gets_both_gradients(seed):
-    emb = torch.nn.Embedding(31, 8)
-    ids = torch.randint(0, 31, (5, 6))
-    hidden = emb(ids).tanh()
-    loss = linear_cross_entropy(hidden, emb.weight, torch.randint(0, 31, (5, 6)))
-    loss.backward()
-    grad_ours = emb.weight.grad.clone()
-    emb.weight.grad = None
-    hidden = emb(ids).tanh()
-    F.cross_entropy(F.linear(hidden, emb.weight).reshape(-1, 31), torch.randint(0, 31, (30,)).fill_(0)).sum()
-    assert grad_ours.abs().sum() > 0
-
-
 TRITON = [b for b in ("triton",) if sslfast.ops.available_backends()[b]]
 
 
@@ -212,3 +199,18 @@ def test_cross_entropy_triton_kernel_under_interpreter(backend, dtype, seed):
     floor = 1e-6 if dtype == torch.float32 else 1e-2  # the gradient is stored in the logits' dtype
     for name, got, want, torch_path in zip(["loss", "grad"], ours, ref, base):
         assert_within_torch_error(got.float(), torch_path.float(), want, floor=floor, what=name)
+
+
+def test_loss_module_matches_linear_and_ties_weights(seed):
+    from sslfast.nn import LinearCrossEntropyLoss
+    module = LinearCrossEntropyLoss(12, 37, bias=True, label_smoothing=0.05)
+    hidden, labels = torch.randn(3, 5, 12), torch.randint(0, 37, (3, 5))
+    ref = F.cross_entropy(F.linear(hidden, module.weight, module.bias).reshape(-1, 37), labels.reshape(-1),
+                          label_smoothing=0.05)
+    assert torch.allclose(module(hidden, labels), ref, atol=1e-5)
+    emb = torch.nn.Embedding(37, 12)
+    tied = LinearCrossEntropyLoss(12, 37, tied_weight=emb.weight)
+    tied(hidden, labels).backward()
+    assert tied.weight is emb.weight and emb.weight.grad is not None
+    with pytest.raises(ValueError, match="tied_weight must be"):
+        LinearCrossEntropyLoss(12, 36, tied_weight=emb.weight)
