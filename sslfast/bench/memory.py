@@ -1,7 +1,8 @@
 """Peak memory of one step of a case, beyond the memory its inputs already hold.
 
 CPU: each (case, implementation) runs in a fresh subprocess: one warm-up step (so one-time costs such as
-thread pools and per-thread BLAS buffers are not charged to the step), then, just before the measured
+thread pools and per-thread BLAS buffers are not charged to the step; the gradients it left on the inputs
+are dropped, so the measured step allocates its own), then, just before the measured
 step, the process's resident-set high-water mark is reset (Linux: ``/proc/self/clear_refs``) and its
 current resident set read; the high-water mark after the step minus that is the step's extra peak. glibc
 is told to return freed memory to the system at once (fixed ``MALLOC_MMAP_THRESHOLD_`` and

@@ -18,6 +18,9 @@ def _probe(op: str, case: str, impl: str, quick: bool) -> float:
     torch.ones(64, 64) @ torch.ones(64, 64)  # start torch's thread pool before the measurement
     fn = c.baseline if impl == "baseline" else c.candidate
     fn(*inputs)  # warm-up: one-time allocations are not the step's
+    for t in inputs:  # gradients the warm-up left on the inputs are part of the step's own memory
+        if isinstance(t, torch.Tensor) and t.grad is not None:
+            t.grad = None
     if _reset_high_water_mark():
         before = _status_kib("VmRSS")
         fn(*inputs)

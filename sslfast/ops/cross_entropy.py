@@ -160,7 +160,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return out[0], out[1], out[2], None, None, None, None, None
 
 
-def _validate_labels(op, labels, v, ignore_index, lead_shape):
+def _validate_labels(op, labels, lead_shape):
     check_tensor(op, "labels", labels, dtypes=(torch.int64, torch.int32))
     if tuple(labels.shape) != tuple(lead_shape):
         raise ValueError(f"{op}: labels shape {tuple(labels.shape)} must equal the leading shape {tuple(lead_shape)}")
@@ -178,7 +178,7 @@ def _keep_rows(op, labels, v, ignore_index):
     return torch.nonzero_static(keep, size=n_keep).squeeze(1), n_keep
 
 
-def _reduce(op, losses, indices, n_rows, n_keep, reduction, lead_shape):
+def _reduce(losses, indices, n_rows, n_keep, reduction, lead_shape):
     if reduction == "none":
         full = losses.new_zeros(n_rows).index_copy(0, indices, losses)
         return full.reshape(lead_shape)
@@ -218,7 +218,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
         raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
-    _validate_labels(op, labels, weight.shape[0], ignore_index, hidden.shape[:-1])
+    _validate_labels(op, labels, hidden.shape[:-1])
     name = resolve_backend(op, backend, hidden.device, ("triton", "torch"))
     lead = hidden.shape[:-1]
     flat_h = hidden.reshape(-1, hidden.shape[-1])
@@ -228,7 +228,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     kept_y = flat_y.index_select(0, indices)
     losses = _LinearCrossEntropy.apply(kept_h, weight, bias, kept_y, float(label_smoothing), float(z_loss),
                                        reduction, name)
-    return _reduce(op, losses, indices, flat_y.numel(), n_keep, reduction, lead)
+    return _reduce(losses, indices, flat_y.numel(), n_keep, reduction, lead)
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -286,7 +286,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     if logits.shape[-1] == 0:
         raise ValueError(f"{op}: logits have V=0 classes")
-    _validate_labels(op, labels, logits.shape[-1], ignore_index, logits.shape[:-1])
+    _validate_labels(op, labels, logits.shape[:-1])
     name = resolve_backend(op, backend, logits.device, ("triton", "torch"))
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])
@@ -295,4 +295,4 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
     losses = _CrossEntropy.apply(flat if flat.stride(-1) == 1 else flat.contiguous(),
                                  flat_y.index_select(0, indices), indices, float(label_smoothing), float(z_loss),
                                  reduction, name)
-    return _reduce(op, losses, indices, flat_y.numel(), n_keep, reduction, lead)
+    return _reduce(losses, indices, flat_y.numel(), n_keep, reduction, lead)
