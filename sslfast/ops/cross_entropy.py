@@ -9,6 +9,8 @@ the input dtype. On CUDA each chunk's logits come from one cuBLAS matmul and a f
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -127,38 +129,104 @@ def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, 
     return losses, lses, grad_h, grad_w, grad_b
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, label_smoothing, z_loss, reduction, backend):
-        # hidden (M, D) kept rows only; labels (M,); returns per-row losses (M,) fp32
-        needs = ctx.needs_input_grad
-        fuse_grads = reduction != "none" and any(needs[:3])
-        # mean/sum: every row's upstream gradient is the same scalar, so the gradients of the plain sum are
-        # computed now and only scaled in backward; "none" recomputes them in backward instead
-        losses, lses, grad_h, grad_w, grad_b = _chunked_pass(
-            hidden, weight, bias, labels, label_smoothing, z_loss, needs, 1.0 if fuse_grads else None, backend)
-        ctx.reduction, ctx.label_smoothing, ctx.z_loss, ctx.backend = reduction, label_smoothing, z_loss, backend
-        ctx.dtypes = (hidden.dtype, weight.dtype)
-        if reduction == "none":
-            ctx.save_for_backward(hidden, weight, bias, labels)
-        else:
-            ctx.save_for_backward(grad_h, grad_w, grad_b)
-        return losses
+# The ops are registered with torch.library so torch.compile traces them as single graph nodes (the
+# kept-row count is data-dependent, which is fine inside an opaque op). For mean/sum the forward also
+# returns the gradients of the reduced loss (empty when not needed); the backward only scales them.
 
-    @staticmethod
-    def backward(ctx, grad_losses):
-        if ctx.reduction != "none":
-            grad_h, grad_w, grad_b = ctx.saved_tensors
-            g = grad_losses[0] if grad_losses.numel() else grad_losses.new_zeros(())  # same for every row
-            out = [None if t is None else t * g for t in (grad_h, grad_w, grad_b)]
-        else:
-            hidden, weight, bias, labels = ctx.saved_tensors
-            out = _chunked_pass(hidden, weight, bias, labels, ctx.label_smoothing, ctx.z_loss,
-                                ctx.needs_input_grad, grad_losses.float(), ctx.backend)[2:]
-        hidden_dtype, weight_dtype = ctx.dtypes
-        out = [None if t is None else t.to(dt) for t, dt in zip(out, (hidden_dtype, weight_dtype, weight_dtype))]
-        return out[0], out[1], out[2], None, None, None, None, None
+def _empty(t: torch.Tensor) -> torch.Tensor:
+    return t.new_empty(0)
 
+
+@torch.library.custom_op("sslfast::linear_cross_entropy", mutates_args=())
+def _linear_ce_op(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], labels: torch.Tensor,
+                  ignore_index: int, label_smoothing: float, z_loss: float, reduction: str, backend: str,
+                  grad_hidden: bool, grad_weight: bool, grad_bias: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    # hidden (N, D), labels (N,) -> loss fp32 (() or (N,)), d loss / d (hidden, weight, bias) or (0,)
+    n = hidden.shape[0]
+    indices, n_keep = _keep_rows("linear_cross_entropy", labels, weight.shape[0], ignore_index)
+    kept_h = hidden.index_select(0, indices)  # (M, D): ignored rows never reach the matmul
+    kept_y = labels.index_select(0, indices)
+    needs = (grad_hidden, grad_weight, grad_bias and bias is not None)
+    fuse_grads = reduction != "none" and any(needs)
+    losses, _, g_h, g_w, g_b = _chunked_pass(kept_h, weight, bias, kept_y, label_smoothing, z_loss, needs,
+                                             1.0 if fuse_grads else None, backend)
+    if reduction == "none":
+        return hidden.new_zeros(n, dtype=torch.float32).index_copy_(0, indices, losses), \
+            _empty(hidden), _empty(weight), _empty(weight)
+    scale = 1.0 / max(n_keep, 1) if reduction == "mean" else 1.0
+    loss = losses.sum() * scale
+    out_h = _empty(hidden) if g_h is None else \
+        hidden.new_zeros(n, hidden.shape[1]).index_copy_(0, indices, (g_h * scale).to(hidden.dtype))
+    out_w = _empty(weight) if g_w is None else (g_w * scale).to(weight.dtype)
+    out_b = _empty(weight) if g_b is None else (g_b * scale).to(bias.dtype)
+    return loss, out_h, out_w, out_b
+
+
+@_linear_ce_op.register_fake
+def _(hidden, weight, bias, labels, ignore_index, label_smoothing, z_loss, reduction, backend,
+      grad_hidden, grad_weight, grad_bias):
+    fused = reduction != "none"
+    loss = hidden.new_empty(() if fused else (hidden.shape[0],), dtype=torch.float32)
+    out_h = torch.empty_like(hidden) if fused and grad_hidden else _empty(hidden)
+    out_w = torch.empty_like(weight) if fused and grad_weight else _empty(weight)
+    out_b = torch.empty_like(bias) if fused and grad_bias and bias is not None else _empty(weight)
+    return loss, out_h, out_w, out_b
+
+
+@torch.library.custom_op("sslfast::linear_cross_entropy_backward", mutates_args=())
+def _linear_ce_backward_op(grad_losses: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
+                           bias: Optional[torch.Tensor], labels: torch.Tensor, ignore_index: int,
+                           label_smoothing: float, z_loss: float, backend: str, grad_hidden: bool,
+                           grad_weight: bool, grad_bias: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # reduction="none": recompute each chunk's logits and weight its rows by grad_losses (N,)
+    keep = labels != ignore_index
+    indices = torch.nonzero(keep).squeeze(1)  # labels were range-checked in the forward
+    needs = (grad_hidden, grad_weight, grad_bias and bias is not None)
+    _, _, g_h, g_w, g_b = _chunked_pass(hidden.index_select(0, indices), weight, bias,
+                                        labels.index_select(0, indices), label_smoothing, z_loss, needs,
+                                        grad_losses.float().index_select(0, indices), backend)
+    out_h = _empty(hidden) if g_h is None else \
+        hidden.new_zeros(hidden.shape).index_copy_(0, indices, g_h.to(hidden.dtype))
+    out_w = _empty(weight) if g_w is None else g_w.to(weight.dtype)
+    out_b = _empty(weight) if g_b is None else g_b.to(bias.dtype)
+    return out_h, out_w, out_b
+
+
+@_linear_ce_backward_op.register_fake
+def _(grad_losses, hidden, weight, bias, labels, ignore_index, label_smoothing, z_loss, backend,
+      grad_hidden, grad_weight, grad_bias):
+    return (torch.empty_like(hidden) if grad_hidden else _empty(hidden),
+            torch.empty_like(weight) if grad_weight else _empty(weight),
+            torch.empty_like(bias) if grad_bias and bias is not None else _empty(weight))
+
+
+def _linear_ce_setup_context(ctx, inputs, output):
+    hidden, weight, bias, labels, ignore_index, label_smoothing, z_loss, reduction, backend, *flags = inputs
+    ctx.reduction, ctx.flags = reduction, flags
+    ctx.args = (ignore_index, label_smoothing, z_loss, backend)
+    ctx.has_bias = bias is not None
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no zero-filled incoming gradients for the gradient outputs
+    if reduction == "none":
+        ctx.save_for_backward(hidden, weight, bias, labels)
+    else:
+        ctx.save_for_backward(*output[1:])
+
+
+def _linear_ce_backward(ctx, grad_loss, _gh, _gw, _gb):
+    if ctx.reduction == "none":
+        hidden, weight, bias, labels = ctx.saved_tensors
+        grads = _linear_ce_backward_op(grad_loss, hidden, weight, bias, labels, *ctx.args, *ctx.flags)
+    else:
+        grads = [g * grad_loss.to(g.dtype) for g in ctx.saved_tensors]  # d(scalar loss) scales every gradient
+    g_h, g_w, g_b = (g if flag else None for g, flag in zip(grads, ctx.flags))
+    if not ctx.has_bias:
+        g_b = None
+    return g_h, g_w, g_b, None, None, None, None, None, None, None, None, None
+
+
+_linear_ce_op.register_autograd(_linear_ce_backward, setup_context=_linear_ce_setup_context)
 
 def _validate_labels(op, labels, lead_shape):
     check_tensor(op, "labels", labels, dtypes=(torch.int64, torch.int32))
@@ -178,14 +246,6 @@ def _keep_rows(op, labels, v, ignore_index):
     return torch.nonzero_static(keep, size=n_keep).squeeze(1), n_keep
 
 
-def _reduce(losses, indices, n_rows, n_keep, reduction, lead_shape):
-    if reduction == "none":
-        full = losses.new_zeros(n_rows).index_copy(0, indices, losses)
-        return full.reshape(lead_shape)
-    total = losses.sum()
-    return total / max(n_keep, 1) if reduction == "mean" else total
-
-
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                          bias: torch.Tensor | None = None, *, ignore_index: int = -100,
                          label_smoothing: float = 0.0, reduction: str = "mean", z_loss: float = 0.0,
@@ -197,7 +257,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
         labels: (...) int64 class indices in ``[0, V)`` or ``ignore_index`` (those rows cost nothing).
         reduction: "mean" (over non-ignored rows; 0 when all are ignored), "sum" or "none" (per row,
             0 at ignored rows). z_loss: adds ``z_loss * logsumexp(logits)²`` per counted row (PaLM).
-        backend: "auto" | "torch" (chunked PyTorch, any device). The Triton path is pending.
+        backend: "auto" | "triton" (cuBLAS chunks + fused Triton loss kernel, CUDA) | "torch" (chunked
+            PyTorch, any device).
 
     Raises ``ValueError`` for labels outside the vocabulary. NaN/Inf in ``hidden`` give a NaN loss.
     """
@@ -223,50 +284,75 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
     lead = hidden.shape[:-1]
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     flat_y = labels.reshape(-1).long()
-    indices, n_keep = _keep_rows(op, flat_y, weight.shape[0], ignore_index)
-    kept_h = flat_h.index_select(0, indices)  # (M, D): ignored rows never reach the matmul
-    kept_y = flat_y.index_select(0, indices)
-    losses = _LinearCrossEntropy.apply(kept_h, weight, bias, kept_y, float(label_smoothing), float(z_loss),
-                                       reduction, name)
-    return _reduce(losses, indices, flat_y.numel(), n_keep, reduction, lead)
+    grad_on = torch.is_grad_enabled()
+    loss, *_ = _linear_ce_op(flat_h, weight, bias, flat_y, int(ignore_index), float(label_smoothing), float(z_loss),
+                             reduction, name, grad_on and hidden.requires_grad, grad_on and weight.requires_grad,
+                             grad_on and bias is not None and bias.requires_grad)
+    return loss.reshape(lead) if reduction == "none" else loss
 
 
-class _CrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, labels, indices, label_smoothing, z_loss, reduction, backend):
-        # logits (N, V) any float dtype; indices (M,) kept rows; returns per-kept-row losses (M,) fp32
-        want_grad = ctx.needs_input_grad[0]
-        m, v = indices.numel(), logits.shape[1]
-        grad = torch.zeros_like(logits) if want_grad else None  # the only N×V buffer, in the logits' dtype
-        ctx.reduction = reduction
-        if backend == "triton":
-            losses, _, _ = _triton_rows(logits, indices, labels, label_smoothing, z_loss, want_grad,
-                                        grad if want_grad else logits)
-            ctx.save_for_backward(grad, indices)
-            return losses
+@torch.library.custom_op("sslfast::cross_entropy", mutates_args=())
+def _ce_op(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, label_smoothing: float, z_loss: float,
+           reduction: str, backend: str, want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # logits (N, V), labels (N,) -> loss fp32 (() or (N,)); d loss_row / d logits (N, V) in the logits'
+    # dtype, or (0,) when no gradient is wanted; the mean's 1 / count (fp32 ()), applied in backward
+    n, v = logits.shape
+    indices, n_keep = _keep_rows("cross_entropy", labels, v, ignore_index)
+    kept_y = labels.index_select(0, indices)
+    m = indices.numel()
+    grad = torch.zeros_like(logits) if want_grad else _empty(logits)  # the only N×V buffer
+    if backend == "triton":
+        losses, _, _ = _triton_rows(logits, indices, kept_y, label_smoothing, z_loss, want_grad,
+                                    grad if want_grad else logits)
+    else:
         losses = logits.new_empty(m, dtype=torch.float32)
-        step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
+        step = _chunk_rows(v)
         for s in range(0, m, step):
             rows = indices[s:s + step]
             chunk = logits.index_select(0, rows).float()  # (c, V) fp32
-            loss, _, dlogits = _loss_and_dlogits(chunk, labels[s:s + step], label_smoothing, z_loss, want_grad)
+            loss, _, dlogits = _loss_and_dlogits(chunk, kept_y[s:s + step], label_smoothing, z_loss, want_grad)
             losses[s:s + step] = loss
             if want_grad:
                 grad.index_copy_(0, rows, dlogits.to(grad.dtype))
-        ctx.reduction = reduction
-        ctx.save_for_backward(grad, indices)
-        return losses
+    inv_count = logits.new_full((), 1.0 / max(n_keep, 1) if reduction == "mean" else 1.0, dtype=torch.float32)
+    if reduction == "none":
+        return logits.new_zeros(n, dtype=torch.float32).index_copy_(0, indices, losses), grad, inv_count
+    return losses.sum() * inv_count, grad, inv_count
 
-    @staticmethod
-    def backward(ctx, grad_losses):
-        grad, indices = ctx.saved_tensors
-        if ctx.reduction == "none":  # per-row upstream gradients: scale each kept row
-            scale = torch.zeros(grad.shape[0], dtype=torch.float32, device=grad.device)
-            scale.index_copy_(0, indices, grad_losses.float())
-            return grad * scale[:, None].to(grad.dtype), None, None, None, None, None, None
-        g = grad_losses[0] if grad_losses.numel() else grad_losses.new_zeros(())
-        return grad.mul_(g.to(grad.dtype)), None, None, None, None, None, None
 
+@_ce_op.register_fake
+def _(logits, labels, ignore_index, label_smoothing, z_loss, reduction, backend, want_grad):
+    loss = logits.new_empty(() if reduction != "none" else (logits.shape[0],), dtype=torch.float32)
+    return loss, torch.empty_like(logits) if want_grad else _empty(logits), logits.new_empty((), dtype=torch.float32)
+
+
+def _ce_setup_context(ctx, inputs, output):
+    ctx.reduction = inputs[5]
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # else autograd hands backward a zero-filled N×V tensor
+    if torch.compiler.is_compiling() or type(output[1]) is not torch.Tensor:  # traced: stay functional
+        ctx.save_for_backward(*output[1:])
+        ctx.workspace = None
+    else:  # eager: the backward takes the only reference, so its result becomes .grad without a copy
+        ctx.workspace = list(output[1:])
+
+
+def _ce_backward(ctx, grad_loss, _grad, _inv_count):
+    if ctx.workspace is None:
+        grad, inv_count = ctx.saved_tensors
+    elif ctx.workspace:
+        grad, inv_count = ctx.workspace
+        ctx.workspace.clear()
+    else:
+        raise RuntimeError("cross_entropy: backward through the same graph a second time is not supported "
+                           "(the gradient buffer is scaled in place and handed over); recompute the loss")
+    scale = grad_loss[:, None] if ctx.reduction == "none" else grad_loss * inv_count
+    if ctx.workspace is None:
+        return grad * scale.to(grad.dtype), None, None, None, None, None, None, None
+    return grad.mul_(scale.to(grad.dtype)), None, None, None, None, None, None, None
+
+
+_ce_op.register_autograd(_ce_backward, setup_context=_ce_setup_context)
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100,
                   label_smoothing: float = 0.0, reduction: str = "mean", z_loss: float = 0.0,
@@ -291,8 +377,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])
     flat_y = labels.reshape(-1).long()
-    indices, n_keep = _keep_rows(op, flat_y, logits.shape[-1], ignore_index)
-    losses = _CrossEntropy.apply(flat if flat.stride(-1) == 1 else flat.contiguous(),
-                                 flat_y.index_select(0, indices), indices, float(label_smoothing), float(z_loss),
-                                 reduction, name)
-    return _reduce(losses, indices, flat_y.numel(), n_keep, reduction, lead)
+    loss, *_ = _ce_op(flat if flat.stride(-1) == 1 else flat.contiguous(), flat_y, int(ignore_index),
+                     float(label_smoothing), float(z_loss), reduction, name,
+                     torch.is_grad_enabled() and logits.requires_grad)
+    return loss.reshape(lead) if reduction == "none" else loss
