@@ -46,7 +46,7 @@ setup(
     version="0.1.0",
     description="Fused GPU/CPU kernels and drop-in fast models for self-supervised learning",
     python_requires=">=3.10",
-    packages=["sslfast", "sslfast.ops", "sslfast.nn", "sslfast.kernels", "sslfast.bench", "sslfast.bench.cases"],
+    packages=["sslfast", "sslfast.ops", "sslfast.nn", "sslfast.kernels", "sslfast.bench", "sslfast.bench.cases", "sslfast.models"],
     package_dir={"sslfast": "sslfast", "sslfast.kernels": "kernels"},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

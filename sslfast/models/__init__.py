@@ -1,0 +1,11 @@
+"""Drop-in fast replacements for Hugging Face models, built on sslfast's fused ops."""
+from sslfast.models.bert import (BertForMaskedLM, BertForMultipleChoice, BertForPreTraining,
+                                 BertForQuestionAnswering, BertForSequenceClassification,
+                                 BertForTokenClassification, BertModel)
+from sslfast.models.config import BertConfig
+from sslfast.models.hub import CheckpointError
+
+__all__ = [
+    "BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification",
+    "BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice", "CheckpointError",
+]
