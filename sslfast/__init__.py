@@ -1,7 +1,8 @@
 """sslfast: fused GPU/CPU kernels and drop-in fast models for self-supervised learning."""
-from sslfast import nn, ops
+from sslfast import models, nn, ops
+from sslfast.models.patch import patch, patch_bert
 from sslfast.ops import available_backends
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "nn", "available_backends", "__version__"]
+__all__ = ["ops", "nn", "models", "patch", "patch_bert", "available_backends", "__version__"]

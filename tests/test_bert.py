@@ -264,3 +264,40 @@ def test_all_minilm_real_weights_match_transformers():
     assert (cosine >= 0.99999).all(), cosine
     # and the embeddings mean something: the two unrelated sentences are further apart than a sentence and itself
     assert cosine.min() > torch.nn.functional.cosine_similarity(mean_pool(a)[0], mean_pool(a)[1], dim=0)
+
+
+@pytest.mark.parametrize("name", ["BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification"])
+def test_patch_swaps_attention_and_mlm_loss_in_place(name, monkeypatch, seed):
+    import copy
+
+    import sslfast
+    import sslfast.models.patch as patch_module
+    calls = []
+    real_attention = patch_module.attention
+    monkeypatch.setattr(patch_module, "attention", lambda *a, **k: calls.append(1) or real_attention(*a, **k))
+    config = make_config("tiny")
+    hf = getattr(transformers, name)(config).eval()
+    reference = copy.deepcopy(hf)
+    assert sslfast.patch(hf) is hf
+    batch = make_batch(config)
+    extra = labels_for(name, config, batch)
+    a, b = reference(**batch, **extra), hf(**batch, **extra)
+    assert len(calls) == config.num_hidden_layers
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
+    a.loss.backward()
+    b.loss.backward()
+    for (n, p), q in zip(reference.named_parameters(), hf.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4 * p.grad.abs().max().item() + 1e-7)
+    if name != "BertForSequenceClassification":  # fused loss: no N×V logits unless asked for
+        assert b.logits is None if name == "BertForMaskedLM" else b.prediction_logits is None
+        real = batch["attention_mask"].bool()
+        full = hf(**batch, **extra, return_logits=True)
+        key = "logits" if name == "BertForMaskedLM" else "prediction_logits"
+        torch.testing.assert_close(full[key][real], a[key][real], rtol=1e-5, atol=1e-5)
+
+
+def test_patch_rejects_other_models():
+    import sslfast
+    with pytest.raises(TypeError, match="no patch for model_type"):
+        sslfast.patch(torch.nn.Linear(2, 2))
