@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sslfast.ops._checks import check_same_device, check_tensor
-from sslfast.ops._dispatch import resolve_backend
+from sslfast.ops._dispatch import BackendUnavailableError, empty_output, resolve_backend, triton_interpreted
 
 __all__ = ["attention", "varlen_attention", "unpad", "pad", "attention_reference"]
 
@@ -91,7 +91,83 @@ def attention(q, k, v, *, attention_mask=None, causal=False, dropout_p=0.0, scal
     _validate(op, q, k, v, attention_mask, scale)
     _check_dropout(op, dropout_p)
     resolve_backend(op, backend, q.device, ("triton", "torch"))
+    if backend == "triton":  # explicit only: "auto" keeps SDPA until the kernels are measured on a GPU
+        _triton_supported(op, dropout_p, q, k, v)
+        key_lengths = None if attention_mask is None else _right_padded_lengths(op, attention_mask)
+        return _flash_forward_padded(q, k, v, key_lengths, causal, scale)
     return _sdpa_exact(q, k, v, _keep_mask(q, k, attention_mask, causal), scale, dropout_p)
+
+
+def _triton_supported(op, dropout_p, *tensors):
+    if dropout_p:
+        raise BackendUnavailableError(f"{op}: the Triton kernel has no dropout yet; use backend='torch'")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        raise BackendUnavailableError(f"{op}: the Triton kernel is forward-only so far (inference); use "
+                                      f"backend='torch' for training")
+
+
+def _right_padded_lengths(op, attention_mask):
+    """(B,) int32 real-key counts of a right-padded mask (True/1 then False/0); raises for other patterns."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(-1, dtype=torch.int32)
+    prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
+    if not bool((prefix == mask).all()):
+        raise BackendUnavailableError(f"{op}: the Triton kernel takes right-padded masks only; use backend='torch' "
+                                      f"for masks with holes")
+    return lengths
+
+
+def _launch_flash_forward(q, k, v, out, lse, starts_q, lens_q, starts_k, lens_k, diag, strides, batch, max_q,
+                          causal, scale):
+    from sslfast.kernels.flash_attention import block_sizes, flash_attention_fwd_kernel
+    heads, d = q.shape[-2] if q.dim() == 3 else q.shape[1], q.shape[-1]
+    block_d = max(16, triton_next_power_of_2(d))
+    dtype = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[q.dtype]
+    launch = block_sizes(block_d, dtype, triton_interpreted())
+    grid = (max(1, -(-max_q // launch["BLOCK_M"])), batch * heads)
+    flash_attention_fwd_kernel[grid](
+        q, k, v, out, lse, starts_q, lens_q, starts_k, lens_k, diag, *strides, heads, d, float(scale), CAUSAL=causal,
+        BLOCK_D=block_d, INPUT_PRECISION="ieee",  # fp32: exact products, as the PyTorch fp32 path
+        **launch)
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _flash_forward_padded(q, k, v, key_lengths, causal, scale):
+    """Triton forward on (B, H, S, D): out like q, lse (B, H, Sq) fp32 (+inf where a row sees no key)."""
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    b, h, sq, d = q.shape
+    sk = k.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    out = empty_output(q.shape, dtype=q.dtype, device=q.device)
+    lse = empty_output((b, h, sq), dtype=torch.float32, device=q.device)
+    zeros = torch.zeros(b, dtype=torch.int32, device=q.device)
+    lens_q = torch.full((b,), sq, dtype=torch.int32, device=q.device)
+    lens_k = torch.full((b,), sk, dtype=torch.int32, device=q.device) if key_lengths is None else key_lengths
+    strides = (q.stride(0), q.stride(2), q.stride(1), k.stride(0), k.stride(2), k.stride(1),
+               v.stride(0), v.stride(2), v.stride(1), out.stride(0), out.stride(2), out.stride(1),
+               lse.stride(0), lse.stride(2), lse.stride(1))
+    diag = torch.full((b,), sk - sq, dtype=torch.int32, device=q.device)  # bottom-right on the padded lengths
+    _launch_flash_forward(q, k, v, out, lse, zeros, lens_q, zeros, lens_k, diag, strides, b, sq, causal, scale)
+    return out
+
+
+def _flash_forward_varlen(q, k, v, cu_q, cu_k, max_q, causal, scale):
+    """Triton forward on packed (T, H, D): out like q, lse (H, Tq) fp32."""
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    out = empty_output(q.shape, dtype=q.dtype, device=q.device)
+    lse = empty_output((q.shape[1], q.shape[0]), dtype=torch.float32, device=q.device)
+    starts_q, starts_k = cu_q[:-1].contiguous(), cu_k[:-1].contiguous()
+    lens_q, lens_k = (cu_q[1:] - cu_q[:-1]).contiguous(), (cu_k[1:] - cu_k[:-1]).contiguous()
+    strides = (0, q.stride(0), q.stride(1), 0, k.stride(0), k.stride(1), 0, v.stride(0), v.stride(1),
+               0, out.stride(0), out.stride(1), 0, lse.stride(1), lse.stride(0))
+    _launch_flash_forward(q, k, v, out, lse, starts_q, lens_q, starts_k, lens_k, (lens_k - lens_q).contiguous(),
+                          strides, starts_q.numel(), max_q, causal, scale)
+    return out
 
 
 def _check_dropout(op, p):
@@ -158,6 +234,9 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     batch, heads, d = len_q.numel(), q.shape[1], q.shape[2]
     if d % 8 or not 8 <= d <= 256:
         raise ValueError(f"{op}: head dim must be {_HEAD_DIMS}, got {d}")
+    if backend == "triton":  # explicit only, as in attention()
+        _triton_supported(op, dropout_p, q, k, v)
+        return _flash_forward_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, scale)
     if q.device.type == "cpu":
         return _varlen_per_sequence(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale, dropout_p)
     return _varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, len_q, len_k, max_seqlen_q, max_seqlen_k, causal,
