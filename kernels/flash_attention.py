@@ -1,123 +1,204 @@
 """FlashAttention-style forward: online softmax over key tiles, the S×S scores never in memory.
 
-One program per (query tile, batch·head). Every sequence is described by a start offset and a length for
-queries and for keys, so one kernel serves packed varlen batches (start = cu_seqlens[b], batch stride 0)
-and padded (B, H, S, D) batches (start = 0, key length = the real keys of a right-padded row): key tiles
-past a sequence's length, or above the causal diagonal, are never loaded. The diagonal is given per
-sequence (query i sees keys j <= i + diag): Lk - Lq for varlen, Sk - Sq for padded batches (bottom-right).
-Statistics are fp32; the log-sum-exp is saved per query row for the backward (+inf for a row that sees
-no key, whose output is 0).
+One program per (query tile, batch·head). Each batch entry is described by a row of the sequence table
+(``flash_attention_common``), so one kernel serves padded and packed varlen batches. Key tiles outside the
+sequence's key window [k_lo, k_hi) or above the causal diagonal are never loaded; key tiles are aligned to
+their block size, and tiles strictly inside the window and below the diagonal run without masking. An optional (B, Sk) key mask covers padding with
+holes. Statistics are fp32; the natural-log log-sum-exp of every query row is saved for the backward
+(+inf for a row that sees no key, whose output is 0). Dropout zeroes probabilities with a counter-based
+Philox draw, so the backward regenerates the same mask.
 """
 import triton
 import triton.language as tl
+
+from .flash_attention_common import PHILOX_ROUNDS, dropout_keep, load_sequence
 
 LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _attend_key_tiles(acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d,
+                      stride_kt, stride_vt, lo, hi, k_lo, k_hi, diag, qk_scale, drop_threshold,
+                      EDGE: tl.constexpr, CAUSAL: tl.constexpr, HAS_KEY_MASK: tl.constexpr,
+                      DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+                      INPUT_PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
+    """Online-softmax update of (acc, l_i, m_i) with key tiles starting at lo, lo+BN, ... < hi (lo a
+    multiple of BN). EDGE tiles may cross the key window or the causal diagonal and are masked element-wise."""
+    d_ok = offs_d < HEAD_DIM
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n  # (BN,) key positions
+        col_ok = (cols >= k_lo) & (cols < k_hi)
+        if EDGE:
+            kt = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None],
+                         mask=col_ok[None, :] & d_ok[:, None], other=0.0)  # (BD, BN)
+        else:
+            kt = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None], mask=d_ok[:, None], other=0.0)
+        s = tl.dot(q, kt, input_precision=INPUT_PRECISION) * qk_scale  # (BM, BN) fp32, log2 domain
+        if EDGE or HAS_KEY_MASK:
+            keep = col_ok[None, :] & (offs_m[:, None] >= 0)  # (BM, BN)
+            if CAUSAL:
+                keep = keep & (cols[None, :] <= offs_m[:, None] + diag)
+            if HAS_KEY_MASK:
+                real = tl.load(mask_row + cols, mask=col_ok, other=0) != 0
+                keep = keep & real[None, :]
+            s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet stay exactly 0
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])  # (BM, BN)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if DROPOUT:  # the normalizer sums every probability; only the kept ones reach the output
+            p = tl.where(dropout_keep(seed, bh, offs_m, start_n, drop_threshold, BLOCK_N, N_ROUNDS), p, 0.0)
+        if EDGE:
+            v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :],
+                        mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # (BN, BD)
+        else:
+            v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :], mask=d_ok[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
 def flash_attention_fwd_kernel(
-    Q, K, V, O, LSE,
-    start_q_ptr, len_q_ptr, start_k_ptr, len_k_ptr, diag_ptr,
+    Q, K, V, O, LSE, SEQS, KEY_MASK, SEED,
     stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh,
     stride_vb, stride_vt, stride_vh, stride_ob, stride_ot, stride_oh,
-    stride_lb, stride_lt, stride_lh,
-    num_heads, head_dim, scale,
-    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
+    stride_lb, stride_lt, stride_lh, stride_mb,
+    num_heads, scale, drop_threshold, drop_scale,
+    CAUSAL: tl.constexpr, HAS_KEY_MASK: tl.constexpr, DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // num_heads
-    h = bh % num_heads
-    len_q = tl.load(len_q_ptr + b)
-    if pid_m * BLOCK_M >= len_q:
+    if CAUSAL:  # the last query tiles see the most keys: launch them first
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    bh = b * num_heads + h  # the dropout counter's batch·head word
+    q_start, q_len, k_start, k_len, k_lo, k_hi, diag = load_sequence(SEQS, b)
+    m_lo = pid_m * BLOCK_M
+    if m_lo >= q_len:
         return
-    start_q = tl.load(start_q_ptr + b).to(tl.int64)  # scalar bases in int64, tile offsets in int32
-    start_k = tl.load(start_k_ptr + b).to(tl.int64)
-    b64 = b.to(tl.int64)
-    len_k = tl.load(len_k_ptr + b)
-    diag = tl.load(diag_ptr + b)  # causal: query i sees keys j <= i + diag
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BM,) query positions in the sequence
+    b64 = b.to(tl.int64)  # scalar bases in int64, tile offsets in int32
+    offs_m = m_lo + tl.arange(0, BLOCK_M)  # (BM,) query positions in the sequence
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    row_ok = offs_m < len_q
-    d_ok = offs_d < head_dim
-    q_ptrs = Q + (b64 * stride_qb + h * stride_qh + start_q * stride_qt) + offs_m[:, None] * stride_qt + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # (BM, BD)
+    row_ok = offs_m < q_len
+    d_ok = offs_d < HEAD_DIM
+    q_base = Q + (b64 * stride_qb + h * stride_qh + q_start.to(tl.int64) * stride_qt)
+    q = tl.load(q_base + offs_m[:, None] * stride_qt + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
+                other=0.0)  # (BM, BD)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     qk_scale = scale * 1.4426950408889634  # exp2 domain
+    seed = 0
+    if DROPOUT:
+        seed = tl.load(SEED)
 
-    hi = len_k
-    if CAUSAL:  # key tiles past the diagonal are skipped, not masked
-        hi = tl.minimum(len_k, tl.maximum(0, (pid_m + 1) * BLOCK_M + diag))
-    k_base = K + (b64 * stride_kb + h * stride_kh + start_k * stride_kt)
-    v_base = V + (b64 * stride_vb + h * stride_vh + start_k * stride_vt)
-    for start_n in range(0, hi, BLOCK_N):
-        cols = start_n + offs_n  # (BN,)
-        col_ok = cols < len_k
-        k = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None],
-                    mask=col_ok[None, :] & d_ok[:, None], other=0.0)  # (BD, BN)
-        s = tl.dot(q, k, input_precision=INPUT_PRECISION) * qk_scale  # (BM, BN) fp32
-        keep = col_ok[None, :]
-        if CAUSAL:
-            keep = keep & (cols[None, :] <= offs_m[:, None] + diag)
-        s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key yet stay at exactly 0
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :],
-                    mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # (BN, BD)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
-        m_i = m_new
+    # key tiles aligned to BLOCK_N: a masked tile holding k_lo, unmasked tiles up to full_end, masked edge
+    hi = k_hi
+    full_hi = k_hi
+    if CAUSAL:
+        hi = tl.minimum(k_hi, m_lo + BLOCK_M + diag)  # past the last row's diagonal: skipped
+        full_hi = tl.minimum(k_hi, m_lo + diag + 1)  # up to the first row's diagonal: every key visible
+    first_lo = k_lo // BLOCK_N * BLOCK_N
+    full_lo = (k_lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N
+    full_end = full_lo + tl.maximum(0, full_hi - full_lo) // BLOCK_N * BLOCK_N
+    k_base = K + (b64 * stride_kb + h * stride_kh + k_start.to(tl.int64) * stride_kt)
+    v_base = V + (b64 * stride_vb + h * stride_vh + k_start.to(tl.int64) * stride_vt)
+    mask_row = KEY_MASK + b64 * stride_mb
+    acc, l_i, m_i = _attend_key_tiles(
+        acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d, stride_kt, stride_vt,
+        first_lo, tl.minimum(full_lo, hi), k_lo, k_hi, diag, qk_scale, drop_threshold, True, CAUSAL,
+        HAS_KEY_MASK, DROPOUT, HEAD_DIM, BLOCK_N, INPUT_PRECISION, PHILOX_ROUNDS)
+    acc, l_i, m_i = _attend_key_tiles(
+        acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d, stride_kt, stride_vt,
+        full_lo, full_end, k_lo, k_hi, diag, qk_scale, drop_threshold, False, CAUSAL, HAS_KEY_MASK, DROPOUT,
+        HEAD_DIM, BLOCK_N, INPUT_PRECISION, PHILOX_ROUNDS)
+    acc, l_i, m_i = _attend_key_tiles(
+        acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d, stride_kt, stride_vt,
+        full_end, hi, k_lo, k_hi, diag, qk_scale, drop_threshold, True, CAUSAL, HAS_KEY_MASK, DROPOUT,
+        HEAD_DIM, BLOCK_N, INPUT_PRECISION, PHILOX_ROUNDS)
 
     seen = l_i > 0.0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
-    o_ptrs = O + (b64 * stride_ob + h * stride_oh + start_q * stride_ot) + offs_m[:, None] * stride_ot + offs_d[None, :]
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    out = acc * (drop_scale / tl.where(seen, l_i, 1.0))[:, None]
+    o_base = O + (b64 * stride_ob + h * stride_oh + q_start.to(tl.int64) * stride_ot)
+    tl.store(o_base + offs_m[:, None] * stride_ot + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=row_ok[:, None] & d_ok[None, :])
     lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) / 1.4426950408889634, float("inf"))
-    tl.store(LSE + (b64 * stride_lb + h * stride_lh + start_q * stride_lt) + offs_m * stride_lt, lse, mask=row_ok)
+    tl.store(LSE + (b64 * stride_lb + h * stride_lh + q_start.to(tl.int64) * stride_lt) + offs_m * stride_lt, lse,
+             mask=row_ok)
 
 
-def block_sizes(head_dim_block: int, dtype: str, interpreted: bool) -> dict:
-    """Tile sizes and launch options for a head-dim block (a power of two) and an input dtype."""
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) by (input precision, head-dim block, dropout): the largest tiles
+# that compile without register spills on sm_90, the Hopper GPUs sslfast targets (``python -m sslfast.aot``
+# checks every entry; Ampere is not tuned). Picked by register counts only: GPU timings are pending.
+# 16-bit inputs run their dots on tensor cores; fp32 inputs take exact (IEEE) products on FMA units.
+FORWARD_CONFIGS = {
+    ("16", 16, False): (128, 64, 4, 3), ("16", 16, True): (128, 64, 8, 3),
+    ("16", 32, False): (128, 64, 4, 3), ("16", 32, True): (128, 64, 8, 3),
+    ("16", 64, False): (128, 64, 4, 3), ("16", 64, True): (128, 64, 8, 3),
+    ("16", 128, False): (128, 32, 8, 3), ("16", 128, True): (64, 32, 8, 2),
+    ("16", 256, False): (32, 32, 8, 1), ("16", 256, True): (32, 16, 4, 1),
+    ("32", 16, False): (64, 32, 8, 2), ("32", 16, True): (64, 32, 8, 2),
+    ("32", 32, False): (32, 32, 4, 1), ("32", 32, True): (64, 32, 8, 2),
+    ("32", 64, False): (64, 16, 8, 2), ("32", 64, True): (64, 16, 8, 2),
+    ("32", 128, False): (16, 16, 4, 1), ("32", 128, True): (16, 16, 4, 1),
+    ("32", 256, False): (16, 16, 4, 1), ("32", 256, True): (16, 16, 4, 1),
+}
+
+
+def as_launch(config) -> dict:
+    block_m, block_n, warps, stages = config
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
+
+
+def forward_config(block_d: int, dtype: str, dropout: bool, interpreted: bool) -> dict:
+    """Tile sizes and launch options for a head-dim block (a power of two), input dtype and dropout."""
     if interpreted:
         return dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
-    if dtype == "fp32":  # exact fp32 products run on FMA units: small tiles keep registers in check
-        if head_dim_block <= 64:
-            return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
-        return dict(BLOCK_M=16, BLOCK_N=16, num_warps=8, num_stages=1)
-    if head_dim_block >= 256:
-        return dict(BLOCK_M=64, BLOCK_N=16, num_warps=8, num_stages=2)
-    return dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
+    return as_launch(FORWARD_CONFIGS[("32" if dtype == "fp32" else "16", block_d, dropout)])
+
+
+# (dtype, head dim) pairs the AOT check compiles: every head-dim block in bf16 and fp32 (fp16 shares bf16's
+# table), plus a head dim that is not a power of two
+AOT_ARCHS = (90,)
+AOT_CASES = ([("bf16", d) for d in (16, 32, 64, 80, 128, 256)] + [("fp16", d) for d in (64, 128)]
+             + [("fp32", d) for d in (16, 32, 64, 128, 256)])
+
+
+def _signature(names_ptr: dict, ints: tuple[str, ...], floats: tuple[str, ...]) -> dict:
+    sig = dict(names_ptr)
+    sig.update({name: "i32" for name in ints})  # Triton passes ints (strides) < 2**31 as i32
+    sig.update({name: "fp32" for name in floats})
+    return sig
+
+
+def strides(*prefixes: str) -> tuple[str, ...]:
+    return tuple(f"stride_{p}{axis}" for p in prefixes for axis in ("b", "t", "h"))
 
 
 def aot_configs():
-    """The configurations the launcher picks on a GPU, for the ahead-of-time sm_90/sm_80 compile check."""
+    """The forward configurations the launcher picks on a GPU (sm_90/sm_80 compile check): each table entry with
+    its lightest and heaviest flags (plain, causal + key mask; dropout adds the Philox draws)."""
     configs = []
-    for dtype in ("fp16", "bf16", "fp32"):
-        for block_d in (16, 32, 64, 128, 256):
-            for causal in (False, True):
-                launch = block_sizes(block_d, dtype, interpreted=False)
-                options = {"num_warps": launch.pop("num_warps"), "num_stages": launch.pop("num_stages")}
-                ptr = f"*{dtype}"
-                sig = {"Q": ptr, "K": ptr, "V": ptr, "O": ptr, "LSE": "*fp32", "start_q_ptr": "*i32",
-                       "len_q_ptr": "*i32", "start_k_ptr": "*i32", "len_k_ptr": "*i32", "diag_ptr": "*i32"}
-                sig.update({name: "i32" for name in (  # Triton passes strides < 2**31 as i32
-                    "stride_qb", "stride_qt", "stride_qh", "stride_kb", "stride_kt", "stride_kh", "stride_vb",
-                    "stride_vt", "stride_vh", "stride_ob", "stride_ot", "stride_oh", "stride_lb", "stride_lt",
-                    "stride_lh")})
-                sig.update({"num_heads": "i32", "head_dim": "i32", "scale": "fp32"})
-                configs.append(dict(
-                    kernel=flash_attention_fwd_kernel,
-                    name=f"flash_attention_fwd_{dtype}_d{block_d}{'_causal' if causal else ''}",
-                    signature=sig,
-                    constexprs=dict(CAUSAL=causal, BLOCK_D=block_d,
-                                    INPUT_PRECISION="ieee", **launch),
-                    options=options))
+    for dtype, head_dim in AOT_CASES:
+        block_d = max(16, 1 << (head_dim - 1).bit_length())
+        ptr = f"*{dtype}"
+        sig = _signature(
+            {"Q": ptr, "K": ptr, "V": ptr, "O": ptr, "LSE": "*fp32", "SEQS": "*i32", "KEY_MASK": "*u8",
+             "SEED": "*i64"},
+            strides("q", "k", "v", "o", "l") + ("stride_mb", "num_heads", "drop_threshold"), ("scale", "drop_scale"))
+        for causal, masked, dropout in ((False, False, False), (True, True, False), (False, False, True),
+                                        (True, True, True)):
+            launch = forward_config(block_d, dtype, dropout, interpreted=False)
+            options = {"num_warps": launch.pop("num_warps"), "num_stages": launch.pop("num_stages")}
+            tag = f"{'_causal_mask' if causal else ''}{'_dropout' if dropout else ''}"
+            configs.append(dict(
+                kernel=flash_attention_fwd_kernel, name=f"flash_attention_fwd_{dtype}_d{head_dim}{tag}", signature=sig,
+                constexprs=dict(CAUSAL=causal, HAS_KEY_MASK=masked, DROPOUT=dropout, HEAD_DIM=head_dim,
+                                BLOCK_D=block_d, INPUT_PRECISION="ieee", **launch),
+                options=options, archs=AOT_ARCHS))
     return configs

@@ -7,8 +7,11 @@ that cannot compile for a real GPU fails here. ``python -m sslfast.aot --json PA
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import importlib
 import json
+import multiprocessing
 import os
 import pkgutil
 import re
@@ -71,18 +74,35 @@ def compile_config(cfg: dict, arch: int) -> dict:
     return record
 
 
-def compile_all(archs=ARCHS) -> list[dict]:
-    return [dict(module=name, **compile_config(cfg, arch)) for name, cfg in all_configs()
-            for arch in archs if arch in cfg.get("archs", archs)]
+@functools.lru_cache(maxsize=1)
+def _configs_in_this_process():
+    return all_configs()
+
+
+def _compile_one(index: int, arch: int) -> dict:
+    name, cfg = _configs_in_this_process()[index]
+    return dict(module=name, **compile_config(cfg, arch))
+
+
+def compile_all(archs=ARCHS, jobs: int | None = None) -> list[dict]:
+    """Compile every configuration for every arch, ``jobs`` processes at a time (default: one per core)."""
+    work = [(i, arch) for i, (_, cfg) in enumerate(all_configs()) for arch in archs
+            if arch in cfg.get("archs", archs)]
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1:
+        return [_compile_one(i, arch) for i, arch in work]
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_compile_one, *zip(*work)))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the records to this path")
+    parser.add_argument("--jobs", type=int, default=None, help="parallel compiles (default: one per core)")
     args = parser.parse_args(argv)
-    records = compile_all()
+    records = compile_all(jobs=args.jobs)
     for r in records:
-        print(f"{r['name']:<36} {r['arch']}  regs={r['registers']:<4} spills={r['spill_stores']}/"
+        print(f"{r['name']:<58} {r['arch']}  regs={r['registers']:<4} spills={r['spill_stores']}/"
               f"{r['spill_loads']}  smem={r['shared_bytes']}  wgmma={r['uses_wgmma']}")
     if args.json:
         with open(args.json, "w") as f:

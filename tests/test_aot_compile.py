@@ -32,11 +32,18 @@ def test_every_kernel_compiles_for_hopper_and_ampere(aot_records):
 def test_no_register_spills_and_shared_memory_fits(aot_records):
     for r in aot_records:
         assert r["registers"] is not None and r["registers"] <= 255, r
-        assert r["spill_stores"] == 0 and r["spill_loads"] == 0, f"{r['name']} {r['arch']} spills: {r}"
         assert r["shared_bytes"] <= 227 * 1024, r  # H100 max dynamic shared memory per block
+    spilling = [f"{r['name']} {r['arch']}: {r['spill_stores']}/{r['spill_loads']} bytes" for r in aot_records
+                if r["spill_stores"] or r["spill_loads"]]
+    assert spilling == []
 
 
 def test_hopper_dots_use_wgmma(aot_records):
     dot_kernels = [r for r in aot_records if r["arch"] == "sm_90" and r["name"].startswith("vq_lookup_")
                    and "fp32" not in r["name"]]
     assert dot_kernels and all(r["uses_wgmma"] for r in dot_kernels)
+    # 16-bit attention at the head dims that matter (64, 128): every kernel with dots runs them on wgmma
+    attention = [r for r in aot_records if r["arch"] == "sm_90" and r["name"].startswith("flash_attention_")
+                 and "_pre_" not in r["name"] and "fp32" not in r["name"]
+                 and any(f"_d{d}" in r["name"] for d in (64, 128))]
+    assert attention and [r["name"] for r in attention if not r["uses_wgmma"]] == []

@@ -1,57 +1,222 @@
-"""The Triton FlashAttention forward under the interpreter, against the float64 reference."""
+"""The Triton FlashAttention kernels (forward, backward, dropout) under the interpreter, against float64.
+
+Outputs start poisoned (conftest sets SSLFAST_POISON=1), so an element a kernel never writes fails.
+"""
 import pytest
 import torch
 
 import sslfast
-from sslfast.ops import BackendUnavailableError, attention, varlen_attention
+from sslfast.ops import attention, varlen_attention
+from sslfast.ops._dispatch import triton_interpreted
+from sslfast.ops._philox import attention_dropout_keep, effective_dropout_p
 from sslfast.ops.attention import attention_reference
+from sslfast.ops.flash_attention import flash_attention, packed_sequence_table, padded_sequence_table
 from tests.helpers import assert_within_torch_error
 
-pytestmark = pytest.mark.skipif(not sslfast.available_backends()["triton"], reason="Triton not available")
+pytestmark = pytest.mark.skipif(not (sslfast.available_backends()["triton"] and triton_interpreted()),
+                                reason="needs Triton's interpreter (TRITON_INTERPRET=1); tests/test_attention_gpu.py "
+                                       "runs the compiled kernels")
+
+GRADS = ["out", "dq", "dk", "dv"]
 
 
-@pytest.mark.parametrize("causal", [False, True])
+def fwd_bwd(fn, tensors, grad_out):
+    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
+    out = fn(*leaves)
+    out.backward(grad_out.to(out.dtype))
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+def random_padding(b, s, holes):
+    """(B, S) mask: a full row, an all-padding row, then random lengths (and random holes if asked)."""
+    lengths = torch.randint(1, s + 1, (b,))
+    lengths[0], lengths[1] = s, 0
+    mask = torch.arange(s)[None] < lengths[:, None]
+    if holes:
+        mask &= torch.rand(b, s) > 0.3
+        mask[2:, 0] = False  # left padding too: the key window starts past 0
+    return mask
+
+
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic-dq", "deterministic"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("sq, sk, d", [(19, 23, 24), (21, 13, 16)])
-def test_padded_forward_matches_float64(sq, sk, d, dtype, causal, seed):
-    b, h = 3, 2
+@pytest.mark.parametrize("sq, sk, d, holes", [(19, 23, 24, False), (37, 21, 40, True), (8, 45, 8, True)])
+def test_padded_matches_float64(sq, sk, d, holes, dtype, causal, deterministic, seed):
+    b, h = 4, 2
     q, k, v = (torch.randn(b, h, s, d).to(dtype) for s in (sq, sk, sk))
-    lengths = torch.randint(1, sk + 1, (b,))
-    lengths[0], lengths[1] = sk, 0  # a full row and an all-padding row
-    mask = torch.arange(sk)[None] < lengths[:, None]
-    with torch.no_grad():
-        out = attention(q, k, v, attention_mask=mask, causal=causal, backend="triton")
-    ref = attention_reference(q.double(), k.double(), v.double(), attention_mask=mask, causal=causal)
-    same_dtype = attention_reference(q, k, v, attention_mask=mask, causal=causal)
-    assert not out.isnan().any()
-    assert torch.equal(out[1], torch.zeros_like(out[1]))  # sees no key: exactly 0
-    assert_within_torch_error(out, same_dtype, ref, what=f"out {dtype} causal={causal}")
+    mask = random_padding(b, sk, holes)
+    grad_out = torch.randn(b, h, sq, d).to(dtype)
+    kw = dict(attention_mask=mask, causal=causal)
+    ours = fwd_bwd(lambda *t: attention(*t, **kw, deterministic=deterministic, backend="triton"), (q, k, v), grad_out)
+    ref = fwd_bwd(lambda *t: attention_reference(*t, **kw), [t.double() for t in (q, k, v)], grad_out.double())
+    same_dtype = fwd_bwd(lambda *t: attention_reference(*t, **kw), (q, k, v), grad_out)
+    floor = 1e-5 if dtype == torch.float32 else torch.finfo(dtype).eps / 2  # storing in fp16 costs half an ulp
+    for name, got, want, base in zip(GRADS, ours, ref, same_dtype):
+        assert torch.isfinite(got).all(), f"{name} has NaN/Inf"
+        assert_within_torch_error(got, base, want, floor=floor, what=f"{name} {dtype} causal={causal}")
+    for name, got in zip(GRADS, ours):  # the all-padding sequence: zero output, zero gradients
+        assert torch.equal(got[1], torch.zeros_like(got[1])), name
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_varlen_forward_matches_per_sequence_reference(causal, seed):
-    h, d = 2, 32
-    len_q = torch.tensor([7, 0, 18, 3])
-    len_k = torch.tensor([7, 5, 18, 9]) if not causal else len_q.clone()
-    cu_q = torch.nn.functional.pad(len_q.cumsum(0), (1, 0)).int()
-    cu_k = torch.nn.functional.pad(len_k.cumsum(0), (1, 0)).int()
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_varlen_matches_per_sequence_float64(causal, seed):
+    h, d = 3, 32
+    len_q = torch.tensor([7, 0, 18, 3, 33])
+    len_k = torch.tensor([7, 5, 29, 9, 2])  # Sq != Sk per sequence; a sequence with no query
+    cu_q, cu_k = (torch.nn.functional.pad(n.cumsum(0), (1, 0)).int() for n in (len_q, len_k))
     q, k, v = torch.randn(int(cu_q[-1]), h, d), torch.randn(int(cu_k[-1]), h, d), torch.randn(int(cu_k[-1]), h, d)
+    grad_out = torch.randn_like(q)
+    ours = fwd_bwd(lambda *t: varlen_attention(*t, cu_q, cu_k, int(len_q.max()), int(len_k.max()), causal=causal,
+                                               backend="triton"), (q, k, v), grad_out)
+    torch_path = fwd_bwd(lambda *t: varlen_attention(*t, cu_q, cu_k, int(len_q.max()), int(len_k.max()),
+                                                     causal=causal, backend="torch"), (q, k, v), grad_out)
+
+    def per_sequence_reference(qq, kk, vv):
+        outs = []
+        for i in range(len(len_q)):
+            q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
+            one = (lambda t, lo, hi: t[lo:hi].transpose(0, 1)[None])
+            outs.append(attention_reference(one(qq, q0, q1), one(kk, k0, k1), one(vv, k0, k1),
+                                            causal=causal)[0].transpose(0, 1))
+        return torch.cat(outs)
+
+    ref = fwd_bwd(per_sequence_reference, [t.double() for t in (q, k, v)], grad_out.double())
+    for name, got, want, base in zip(GRADS, ours, ref, torch_path):
+        assert torch.isfinite(got).all(), name
+        assert_within_torch_error(got, base, want, floor=1e-5, what=f"varlen {name} causal={causal}")
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_dropout_matches_float64_with_the_same_philox_mask(causal, seed):
+    b, h, sq, sk, d, p = 3, 2, 21, 26, 16, 0.3
+    q, k, v = (torch.randn(b, h, s, d) for s in (sq, sk, sk))
+    mask = random_padding(b, sk, holes=True)
+    grad_out = torch.randn(b, h, sq, d)
+    philox_seed = int(torch.randint(0, 2 ** 62, ()))
+    keep = attention_dropout_keep(philox_seed, p, range(b), h, sq, sk)
+    assert abs(keep.float().mean().item() - (1 - p)) < 0.05
+    seqs = padded_sequence_table(b, sq, sk, mask, "cpu")
+    for deterministic in (False, True):
+        ours = fwd_bwd(lambda *t: flash_attention(
+            *t, seqs, key_mask=mask.view(torch.uint8), max_seqlen_q=sq, max_seqlen_k=sk, packed=False, causal=causal,
+            dropout_p=p, seed=torch.tensor([philox_seed]), deterministic=deterministic)[0], (q, k, v), grad_out)
+        kw = dict(attention_mask=mask, causal=causal, dropout_mask=keep, dropout_p=effective_dropout_p(p))
+        ref = fwd_bwd(lambda *t: attention_reference(*t, **kw), [t.double() for t in (q, k, v)], grad_out.double())
+        same_dtype = fwd_bwd(lambda *t: attention_reference(*t, **kw), (q, k, v), grad_out)
+        for name, got, want, base in zip(GRADS, ours, ref, same_dtype):
+            assert_within_torch_error(got, base, want, floor=1e-5, what=f"dropout {name}")
+
+
+def test_dropout_is_seeded_reproducible_and_unbiased(seed):
+    q, k, v = (torch.randn(2, 2, 24, 16) for _ in range(3))
+    run = (lambda: attention(q, k, v, dropout_p=0.25, backend="triton"))
+    torch.manual_seed(seed)
+    first = run()
+    torch.manual_seed(seed)
+    again = run()
+    other = run()  # the generator moved on: a new mask
+    plain = attention(q, k, v, backend="triton")
+    assert torch.equal(first, again) and not torch.equal(first, other) and not torch.allclose(first, plain)
+    mean = torch.stack([run() for _ in range(150)]).mean(0)
+    assert (mean - plain).abs().mean() < 0.06 < (first - plain).abs().mean()  # inverted dropout keeps E[out]
+
+
+def test_varlen_equals_padded_on_real_tokens_with_dropout(seed):
+    b, h, s, d, p = 3, 2, 20, 16, 0.2
+    mask = torch.arange(s)[None] < torch.tensor([[20], [13], [6]])  # right padding: packed keys keep positions
+    q, k, v = (torch.randn(b, h, s, d) for _ in range(3))
+    grad_out = torch.randn(b, h, s, d) * mask[:, None, :, None]  # padding queries do not exist packed
+    philox_seed = torch.tensor([int(torch.randint(0, 2 ** 62, ()))])
+    seqs = padded_sequence_table(b, s, s, mask, "cpu")
+    padded = fwd_bwd(lambda *t: flash_attention(*t, seqs, key_mask=mask.view(torch.uint8), max_seqlen_q=s,
+                                                max_seqlen_k=s, packed=False, causal=True, dropout_p=p,
+                                                seed=philox_seed)[0], (q, k, v), grad_out)
+
+    def packed_fn(qq, kk, vv):
+        (pq, idx, cu, mx), (pk, *_), (pv, *_) = (sslfast.ops.unpad(t.transpose(1, 2), mask) for t in (qq, kk, vv))
+        out, _ = flash_attention(pq, pk, pv, packed_sequence_table(cu, cu), max_seqlen_q=mx, max_seqlen_k=mx,
+                                 packed=True, causal=True, dropout_p=p, seed=philox_seed)
+        return sslfast.ops.pad(out, idx, b, s).transpose(1, 2)
+
+    packed = fwd_bwd(packed_fn, (q, k, v), grad_out)
+    real = mask[:, None, :, None].expand(b, h, s, d)
+    for name, x, y in zip(GRADS, packed, padded):
+        assert torch.allclose(x[real], y[real], atol=1e-5), name
+
+
+def test_deterministic_backward_is_bitwise_reproducible(seed):
+    q, k, v = (torch.randn(2, 2, 35, 24) for _ in range(3))
+    grad_out = torch.randn(2, 2, 35, 24)
+    fn = (lambda *t: attention(*t, causal=True, deterministic=True, backend="triton"))
+    first, second = fwd_bwd(fn, (q, k, v), grad_out), fwd_bwd(fn, (q, k, v), grad_out)
+    atomic = fwd_bwd(lambda *t: attention(*t, causal=True, backend="triton"), (q, k, v), grad_out)
+    for name, x, y, z in zip(GRADS, first, second, atomic):
+        assert torch.equal(x, y), name
+        assert torch.allclose(x, z, atol=1e-5), name
+
+
+def test_strided_inputs_and_expanded_grad(seed):
+    b, s, h, d = 2, 17, 3, 16
+    qkv = torch.randn(b, s, 3, h, d)  # a fused projection's output: q, k, v are strided views
+    q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, H, S, D), non-contiguous
+    ours = fwd_bwd(lambda *t: attention(*t, backend="triton").sum() * torch.ones(()), (q, k, v), torch.tensor(1.0))
+    ref = fwd_bwd(lambda *t: attention_reference(*t).sum(), [t.double() for t in (q, k, v)], torch.tensor(1.0))
+    for name, x, y in zip(GRADS, ours, ref):
+        assert torch.allclose(x.double(), y, atol=1e-4), name
+
+
+def test_head_dim_256_and_causal_rows_that_see_nothing(seed):
+    q, k, v = torch.randn(1, 1, 20, 256), torch.randn(1, 1, 6, 256), torch.randn(1, 1, 6, 256)
+    grad_out = torch.randn(1, 1, 20, 256)
+    ours = fwd_bwd(lambda *t: attention(*t, causal=True, backend="triton"), (q, k, v), grad_out)
+    ref = fwd_bwd(lambda *t: attention_reference(*t, causal=True), [t.double() for t in (q, k, v)],
+                  grad_out.double())
+    assert (ours[0][:, :, :14] == 0).all() and (ours[1][:, :, :14] == 0).all()  # bottom-right: rows 0..13 empty
+    for name, x, y in zip(GRADS, ours, ref):
+        assert torch.allclose(x.double(), y, atol=2e-5), name
+
+
+def test_custom_ops_pass_opcheck_and_compile(seed):
+    q, k, v = (torch.randn(2, 2, 18, 16, requires_grad=True) for _ in range(3))
+    mask = torch.arange(18)[None] < torch.tensor([[18], [9]])
+    seqs = padded_sequence_table(2, 18, 18, mask, "cpu")
+    args = (q, k, v, seqs, mask.view(torch.uint8), torch.tensor([5]), 18, 18, False, True, 0.25, 0.1, False)
+    torch.library.opcheck(torch.ops.sslfast.flash_attention_forward.default, args,
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    fn = (lambda *t: attention(*t, attention_mask=mask, causal=True, backend="triton"))
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    grad_out = torch.randn(2, 2, 18, 16)
+    for name, x, y in zip(GRADS, fwd_bwd(compiled, (q, k, v), grad_out), fwd_bwd(fn, (q, k, v), grad_out)):
+        assert torch.allclose(x, y, atol=1e-6), name
+
+
+def count_dots(monkeypatch):
+    """Counts the tile products the interpreted kernels run (two per key tile in the forward)."""
+    import triton.runtime.interpreter as interpreter
+    calls = []
+    original = interpreter.InterpreterBuilder.create_dot
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_dot", counting)
+    return calls
+
+
+def test_padding_and_causal_tiles_are_skipped_not_masked(monkeypatch, seed):
+    """Interpreter tiles are 16×16: the forward runs 2 products per visited (query tile, key tile)."""
+    calls = count_dots(monkeypatch)
+    q, k, v = torch.randn(3, 1, 16, 16), torch.randn(3, 1, 80, 16), torch.randn(3, 1, 80, 16)
+    mask = torch.zeros(3, 80, dtype=torch.bool)
+    mask[0] = True  # 5 key tiles
+    mask[1, 40:50] = True  # left and right padding: only the tiles [32, 48) and [48, 64) hold real keys
+    v[:, 0][~mask] = float("nan")  # a padding value that reached a product would poison the output
     with torch.no_grad():
-        out = varlen_attention(q, k, v, cu_q, cu_k, int(len_q.max()), int(len_k.max()), causal=causal,
-                               backend="triton")
-        torch_out = varlen_attention(q, k, v, cu_q, cu_k, int(len_q.max()), int(len_k.max()), causal=causal)
-    for i in range(4):
-        q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
-        if q1 == q0:
-            continue
-        per = (lambda t, lo, hi: t[lo:hi].transpose(0, 1)[None].double())
-        ref = attention_reference(per(q, q0, q1), per(k, k0, k1), per(v, k0, k1), causal=causal)[0].transpose(0, 1)
-        assert_within_torch_error(out[q0:q1], torch_out[q0:q1], ref, what=f"sequence {i}")
-
-
-def test_triton_backend_says_what_it_cannot_do_yet():
-    q = torch.randn(1, 1, 5, 16, requires_grad=True)
-    with pytest.raises(BackendUnavailableError, match="forward-only"):
-        attention(q, q, q, backend="triton")
-    with torch.no_grad(), pytest.raises(BackendUnavailableError, match="right-padded"):
-        attention(q, q, q, attention_mask=torch.tensor([[1, 0, 1, 1, 1]]), backend="triton")
+        out = attention(q, k, v, attention_mask=mask, backend="triton")  # row 2: all padding, no tile
+    assert len(calls) == 2 * (5 + 2 + 0) and torch.isfinite(out).all()
+    calls.clear()
+    q = torch.randn(1, 1, 64, 16)
+    with torch.no_grad():
+        attention(q, q, q, causal=True, backend="triton")
+    assert len(calls) == 2 * (1 + 2 + 3 + 4)  # query tile m sees key tiles 0..m, never those above the diagonal
