@@ -104,9 +104,21 @@ def test_attention_bad_inputs(change, error, match):
 )
 def test_varlen_bad_cu_seqlens(cu, match):
     q = torch.randn(7, 2, 16)
-    good = torch.tensor([0, 3, 7], dtype=torch.int32)
     with pytest.raises((ValueError, TypeError), match=match):
-        varlen_attention(q, q, q, cu, good, 5, 5)
+        varlen_attention(q, q, q, cu, cu, 5, 5)
+
+
+def test_varlen_bad_inputs_and_unchecked_values():
+    q, cu = torch.randn(7, 2, 16), torch.tensor([0, 3, 7], dtype=torch.int32)
+    with pytest.raises(ValueError, match="different batch sizes"):
+        varlen_attention(q, q, q, cu, torch.tensor([0, 7], dtype=torch.int32), 7, 7)
+    with pytest.raises(TypeError, match="share a dtype"):
+        varlen_attention(q, q.half(), q, cu, cu, 4, 4)
+    with pytest.raises(ValueError, match="head dim"):
+        varlen_attention(q[..., :12], q[..., :12], q[..., :12], cu, cu, 4, 4)
+    # the caller vouches for the values: no host sync, and the result is the checked one
+    assert torch.equal(varlen_attention(q, q, q, cu, cu, 4, 4, check_cu_seqlens=False),
+                       varlen_attention(q, q, q, cu, cu, 4, 4))
 
 
 def test_cpu_dropout_is_seeded_unbiased_and_keeps_empty_rows_zero(seed):

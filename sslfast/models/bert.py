@@ -139,7 +139,7 @@ class BertSelfAttention(nn.Module):
         p = self.dropout_p if self.training else 0.0
         if layout.padded:
             cu, m = layout.cu_seqlens, layout.max_seqlen
-            out = varlen_attention(q, k, v, cu, cu, m, m, dropout_p=p)  # (T, H, hd)
+            out = varlen_attention(q, k, v, cu, cu, m, m, dropout_p=p, check_cu_seqlens=False)  # (T, H, hd)
             return out.reshape(t, d)
         b, s = layout.batch, layout.seqlen
         q, k, v = (z.view(b, s, h, hd).transpose(1, 2) for z in (q, k, v))  # (B, H, S, hd)

@@ -1,9 +1,9 @@
 """Masked attention (key padding, causal, variable-length batches).
 
-CPU path: PyTorch's own fused ``F.scaled_dot_product_attention`` (the best CPU kernel), with the padding,
-causal and varlen semantics made exact around it; its dropout draws from torch's generator (reproducible
-under ``torch.manual_seed``). The Triton FlashAttention-style kernels (GPU, with a counter-based dropout
-RNG) are pending; CUDA tensors run the same SDPA path meanwhile.
+GPU path: the Triton FlashAttention-style kernels (``sslfast.ops.flash_attention``; forward, backward,
+counter-based dropout). CPU path: PyTorch's own fused ``F.scaled_dot_product_attention`` (the best CPU
+kernel), with the padding, causal and varlen semantics made exact around it; its dropout draws from torch's
+generator (reproducible under ``torch.manual_seed``).
 """
 from __future__ import annotations
 
@@ -13,21 +13,27 @@ import torch
 import torch.nn.functional as F
 
 from sslfast.ops._checks import check_same_device, check_tensor
-from sslfast.ops._dispatch import BackendUnavailableError, empty_output, resolve_backend, triton_interpreted
+from sslfast.ops._dispatch import resolve_backend
+from sslfast.ops.flash_attention import flash_attention, packed_sequence_table, padded_sequence_table
 
 __all__ = ["attention", "varlen_attention", "unpad", "pad", "attention_reference"]
 
 _HEAD_DIMS = "a multiple of 8 from 8 to 256"
 
 
-def attention_reference(q, k, v, *, attention_mask=None, causal=False, scale=None):
-    """softmax(QKᵀ·scale + mask)V in the inputs' dtype; fully masked rows give 0. q (B,H,Sq,D), k/v (B,H,Sk,D)."""
+def attention_reference(q, k, v, *, attention_mask=None, causal=False, scale=None, dropout_mask=None,
+                        dropout_p=0.0):
+    """softmax(QKᵀ·scale + mask)V in the inputs' dtype; fully masked rows give 0. q (B,H,Sq,D), k/v (B,H,Sk,D).
+
+    ``dropout_mask`` (B, H, Sq, Sk) bool keeps probabilities, scaled by 1/(1 - dropout_p)."""
     keep = _keep_mask(q, k, attention_mask, causal)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-1, -2)) * scale  # (B, H, Sq, Sk)
     if keep is not None:
         scores = scores.masked_fill(~keep, float("-inf"))
     probs = torch.softmax(scores.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
+    if dropout_mask is not None:
+        probs = probs * dropout_mask.to(probs.device) / (1.0 - dropout_p)
     return probs @ v
 
 
@@ -80,94 +86,31 @@ def _sdpa_exact(q, k, v, keep, scale, dropout_p=0.0):
     return out.masked_fill(~sees_some, 0.0)
 
 
-def attention(q, k, v, *, attention_mask=None, causal=False, dropout_p=0.0, scale=None, backend="auto"):
+def attention(q, k, v, *, attention_mask=None, causal=False, dropout_p=0.0, scale=None, deterministic=False,
+              backend="auto"):
     """Attention over q (B, H, Sq, D), k and v (B, H, Sk, D), as ``F.scaled_dot_product_attention``.
 
     ``attention_mask`` (B, Sk) bool or 0/1: True/1 marks a real key (Hugging Face's convention).
     ``causal`` aligns the causal mask bottom-right when Sq != Sk (as flash-attention). ``scale``
-    defaults to 1/sqrt(D). Query rows that see no key give 0, never NaN.
+    defaults to 1/sqrt(D). Query rows that see no key give 0 and get 0 gradient, never NaN.
+    ``dropout_p`` drops attention probabilities (GPU: counter-based Philox seeded from torch's CUDA
+    generator; CPU: SDPA's dropout on torch's generator). ``deterministic=True`` makes the GPU backward
+    reproducible bit for bit: for head dims up to 64 dQ is otherwise summed with fp32 atomics, and this
+    computes it in a separate pass instead (7 matmuls per tile pair instead of 5); larger head dims always
+    take that pass. The CPU backward is always deterministic.
     """
     op = "attention"
     _validate(op, q, k, v, attention_mask, scale)
     _check_dropout(op, dropout_p)
-    resolve_backend(op, backend, q.device, ("triton", "torch"))
-    if backend == "triton":  # explicit only: "auto" keeps SDPA until the kernels are measured on a GPU
-        _triton_supported(op, dropout_p, q, k, v)
-        key_lengths = None if attention_mask is None else _right_padded_lengths(op, attention_mask)
-        return _flash_forward_padded(q, k, v, key_lengths, causal, scale)
+    if resolve_backend(op, backend, q.device, ("triton", "torch")) == "triton":
+        b, _, sq, _ = q.shape
+        sk = k.shape[2]
+        seqs = padded_sequence_table(b, sq, sk, attention_mask, q.device)
+        key_mask = None if attention_mask is None else (attention_mask != 0).view(torch.uint8)
+        out, _ = flash_attention(q, k, v, seqs, key_mask=key_mask, max_seqlen_q=sq, max_seqlen_k=sk, packed=False,
+                                 causal=causal, scale=scale, dropout_p=dropout_p, deterministic=deterministic)
+        return out
     return _sdpa_exact(q, k, v, _keep_mask(q, k, attention_mask, causal), scale, dropout_p)
-
-
-def _triton_supported(op, dropout_p, *tensors):
-    if dropout_p:
-        raise BackendUnavailableError(f"{op}: the Triton kernel has no dropout yet; use backend='torch'")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        raise BackendUnavailableError(f"{op}: the Triton kernel is forward-only so far (inference); use "
-                                      f"backend='torch' for training")
-
-
-def _right_padded_lengths(op, attention_mask):
-    """(B,) int32 real-key counts of a right-padded mask (True/1 then False/0); raises for other patterns."""
-    mask = attention_mask.bool()
-    lengths = mask.sum(-1, dtype=torch.int32)
-    prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
-    if not bool((prefix == mask).all()):
-        raise BackendUnavailableError(f"{op}: the Triton kernel takes right-padded masks only; use backend='torch' "
-                                      f"for masks with holes")
-    return lengths
-
-
-def _launch_flash_forward(q, k, v, out, lse, starts_q, lens_q, starts_k, lens_k, diag, strides, batch, max_q,
-                          causal, scale):
-    from sslfast.kernels.flash_attention import block_sizes, flash_attention_fwd_kernel
-    heads, d = q.shape[-2] if q.dim() == 3 else q.shape[1], q.shape[-1]
-    block_d = max(16, triton_next_power_of_2(d))
-    dtype = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[q.dtype]
-    launch = block_sizes(block_d, dtype, triton_interpreted())
-    grid = (max(1, -(-max_q // launch["BLOCK_M"])), batch * heads)
-    flash_attention_fwd_kernel[grid](
-        q, k, v, out, lse, starts_q, lens_q, starts_k, lens_k, diag, *strides, heads, d, float(scale), CAUSAL=causal,
-        BLOCK_D=block_d, INPUT_PRECISION="ieee",  # fp32: exact products, as the PyTorch fp32 path
-        **launch)
-
-
-def triton_next_power_of_2(n: int) -> int:
-    return 1 << (n - 1).bit_length()
-
-
-def _flash_forward_padded(q, k, v, key_lengths, causal, scale):
-    """Triton forward on (B, H, S, D): out like q, lse (B, H, Sq) fp32 (+inf where a row sees no key)."""
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    b, h, sq, d = q.shape
-    sk = k.shape[2]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    out = empty_output(q.shape, dtype=q.dtype, device=q.device)
-    lse = empty_output((b, h, sq), dtype=torch.float32, device=q.device)
-    zeros = torch.zeros(b, dtype=torch.int32, device=q.device)
-    lens_q = torch.full((b,), sq, dtype=torch.int32, device=q.device)
-    lens_k = torch.full((b,), sk, dtype=torch.int32, device=q.device) if key_lengths is None else key_lengths
-    strides = (q.stride(0), q.stride(2), q.stride(1), k.stride(0), k.stride(2), k.stride(1),
-               v.stride(0), v.stride(2), v.stride(1), out.stride(0), out.stride(2), out.stride(1),
-               lse.stride(0), lse.stride(2), lse.stride(1))
-    diag = torch.full((b,), sk - sq, dtype=torch.int32, device=q.device)  # bottom-right on the padded lengths
-    _launch_flash_forward(q, k, v, out, lse, zeros, lens_q, zeros, lens_k, diag, strides, b, sq, causal, scale)
-    return out
-
-
-def _flash_forward_varlen(q, k, v, cu_q, cu_k, max_q, causal, scale):
-    """Triton forward on packed (T, H, D): out like q, lse (H, Tq) fp32."""
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    d = q.shape[-1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    out = empty_output(q.shape, dtype=q.dtype, device=q.device)
-    lse = empty_output((q.shape[1], q.shape[0]), dtype=torch.float32, device=q.device)
-    starts_q, starts_k = cu_q[:-1].contiguous(), cu_k[:-1].contiguous()
-    lens_q, lens_k = (cu_q[1:] - cu_q[:-1]).contiguous(), (cu_k[1:] - cu_k[:-1]).contiguous()
-    strides = (0, q.stride(0), q.stride(1), 0, k.stride(0), k.stride(1), 0, v.stride(0), v.stride(1),
-               0, out.stride(0), out.stride(1), 0, lse.stride(1), lse.stride(0))
-    _launch_flash_forward(q, k, v, out, lse, starts_q, lens_q, starts_k, lens_k, (lens_k - lens_q).contiguous(),
-                          strides, starts_q.numel(), max_q, causal, scale)
-    return out
 
 
 def _check_dropout(op, p):
@@ -192,18 +135,27 @@ def pad(x: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int) -> torc
     return out.view(batch, seqlen, *x.shape[1:])
 
 
-def _check_cu_seqlens(op, name, cu, total, max_seqlen):
-    check_tensor(op, name, cu, dtypes=(torch.int32,), dim=1)
-    if cu.numel() < 2:
-        raise ValueError(f"{op}: {name} needs batch+1 >= 2 entries, got {cu.numel()}")
-    lengths = cu[1:] - cu[:-1]
-    if int(cu[0]) != 0 or bool((lengths < 0).any()):
-        raise ValueError(f"{op}: {name} must start at 0 and never decrease, got {cu.tolist()}")
-    if int(cu[-1]) != total:
-        raise ValueError(f"{op}: {name} ends at {int(cu[-1])} but the packed tensor has {total} tokens")
-    if int(lengths.max()) > max_seqlen:
-        raise ValueError(f"{op}: a sequence in {name} is longer ({int(lengths.max())}) than max_seqlen={max_seqlen}")
-    return lengths
+def _check_cu_seqlens(op, cu_q, cu_k, total_q, total_k, max_q, max_k, check_values):
+    """dtype/shape checks; with ``check_values``, also the values of both tensors in one host sync."""
+    for name, cu in (("cu_seqlens_q", cu_q), ("cu_seqlens_k", cu_k)):
+        check_tensor(op, name, cu, dtypes=(torch.int32,), dim=1)
+        if cu.numel() < 2:
+            raise ValueError(f"{op}: {name} needs batch+1 >= 2 entries, got {cu.numel()}")
+    if cu_q.numel() != cu_k.numel():
+        raise ValueError(f"{op}: cu_seqlens_q and cu_seqlens_k describe different batch sizes "
+                         f"({cu_q.numel() - 1} and {cu_k.numel() - 1})")
+    if not check_values:
+        return
+    stats = torch.stack([torch.stack([cu[0], cu[-1], (cu[1:] - cu[:-1]).min(), (cu[1:] - cu[:-1]).max()])
+                         for cu in (cu_q, cu_k)]).tolist()  # one host sync for both
+    for (first, last, shortest, longest), name, cu, total, max_seqlen in zip(
+            stats, ("cu_seqlens_q", "cu_seqlens_k"), (cu_q, cu_k), (total_q, total_k), (max_q, max_k)):
+        if first != 0 or shortest < 0:
+            raise ValueError(f"{op}: {name} must start at 0 and never decrease, got {cu.tolist()}")
+        if last != total:
+            raise ValueError(f"{op}: {name} ends at {last} but the packed tensor has {total} tokens")
+        if longest > max_seqlen:
+            raise ValueError(f"{op}: a sequence in {name} is longer ({longest}) than max_seqlen={max_seqlen}")
 
 
 def _padded_positions(cu, lengths, max_seqlen):
@@ -215,9 +167,12 @@ def _padded_positions(cu, lengths, max_seqlen):
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False,
-                     dropout_p=0.0, scale=None, backend="auto"):
+                     dropout_p=0.0, scale=None, deterministic=False, check_cu_seqlens=True, backend="auto"):
     """Attention over packed (total, H, D) sequences delimited by int32 cumulative lengths (batch+1),
-    as flash-attention's varlen API. ``causal`` aligns bottom-right within each sequence pair."""
+    as flash-attention's varlen API: no compute spent on padding. ``causal`` aligns bottom-right within
+    each sequence pair; the other options are those of :func:`attention`. Packed dropout draws equal the
+    padded ones at the same positions. ``check_cu_seqlens=False`` skips the value checks of the cumulative
+    lengths (one host sync per call): for callers that built them, e.g. with :func:`unpad`."""
     op = "varlen_attention"
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(op, name, t, dim=3)
@@ -225,22 +180,23 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     if k.shape != v.shape or q.shape[1:] != k.shape[1:]:
         raise ValueError(f"{op}: expected q (Tq, H, D), k and v (Tk, H, D); got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"{op}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     _check_dropout(op, dropout_p)
-    len_q = _check_cu_seqlens(op, "cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q)
-    len_k = _check_cu_seqlens(op, "cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)
-    if len_q.numel() != len_k.numel():
-        raise ValueError(f"{op}: cu_seqlens_q and cu_seqlens_k describe different batch sizes")
-    resolve_backend(op, backend, q.device, ("triton", "torch"))
-    batch, heads, d = len_q.numel(), q.shape[1], q.shape[2]
+    _check_cu_seqlens(op, cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], max_seqlen_q, max_seqlen_k,
+                      check_cu_seqlens)
+    chosen = resolve_backend(op, backend, q.device, ("triton", "torch"))
+    d = q.shape[2]
     if d % 8 or not 8 <= d <= 256:
         raise ValueError(f"{op}: head dim must be {_HEAD_DIMS}, got {d}")
-    if backend == "triton":  # explicit only, as in attention()
-        _triton_supported(op, dropout_p, q, k, v)
-        return _flash_forward_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, scale)
+    if chosen == "triton":
+        seqs = packed_sequence_table(cu_seqlens_q, cu_seqlens_k)
+        out, _ = flash_attention(q, k, v, seqs, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, packed=True,
+                                 causal=causal, scale=scale, dropout_p=dropout_p, deterministic=deterministic)
+        return out
     if q.device.type == "cpu":
         return _varlen_per_sequence(q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale, dropout_p)
-    return _varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, len_q, len_k, max_seqlen_q, max_seqlen_k, causal,
-                          scale, dropout_p)
+    return _varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, scale, dropout_p)
 
 
 def _varlen_per_sequence(q, k, v, cu_q, cu_k, causal, scale, dropout_p):
@@ -270,9 +226,9 @@ def _varlen_per_sequence(q, k, v, cu_q, cu_k, causal, scale, dropout_p):
     return torch.cat(outs)
 
 
-def _varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, len_q, len_k, max_seqlen_q, max_seqlen_k, causal, scale,
-                   dropout_p):
+def _varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, scale, dropout_p):
     """Pad to (B, H, max_seqlen, D) and run one masked SDPA (the fallback for CUDA without Triton)."""
+    len_q, len_k = cu_seqlens_q[1:] - cu_seqlens_q[:-1], cu_seqlens_k[1:] - cu_seqlens_k[:-1]
     batch, heads, d = len_q.numel(), q.shape[1], q.shape[2]
     rows_q = _padded_positions(cu_seqlens_q, len_q, max_seqlen_q)
     rows_k = _padded_positions(cu_seqlens_k, len_k, max_seqlen_k)
