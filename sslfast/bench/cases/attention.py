@@ -1,5 +1,16 @@
-"""Attention with key padding: ``F.scaled_dot_product_attention`` with a boolean mask, and an eager
-softmax(QKᵀ)V, against ``sslfast.ops.attention`` (padded) and ``varlen_attention`` (packed real tokens)."""
+"""Attention cases.
+
+CPU: ``sslfast.ops.attention`` against ``F.scaled_dot_product_attention`` with a boolean key mask and an
+eager softmax(QKᵀ)V; ``varlen_attention`` on the packed real tokens against the padded masked SDPA.
+
+CUDA (bf16, flash-attention's FLOP count, so TFLOP/s compare across implementations):
+- dense batches, B·S = 16k tokens, 2048 channels (H = 2048 / D), D 64 and 128, S 512–16k, causal and not,
+  forward and forward+backward, against SDPA's flash and memory-efficient backends and, where installed,
+  flash-attn;
+- a BERT-shaped batch with 50% padding (lengths uniform in 1..S): ``varlen_attention`` on the real tokens
+  and ``attention`` with the mask, against SDPA with the boolean mask (counted flops: real tokens only).
+The candidate is the Triton kernel (``backend="triton"``) whatever ``auto`` would pick.
+"""
 import math
 
 import torch
@@ -10,8 +21,8 @@ from sslfast.bench.cases._inputs import randint, randn
 from sslfast.ops import attention, unpad, varlen_attention
 
 
-def _mask(b, s, device, seed=7):
-    lengths = randint(max(1, s // 4), s + 1, (b,), device="cpu", seed=seed)  # ≈ 40% padding
+def _mask(b, s, device, seed=7, low=None):
+    lengths = randint(max(1, s // 4) if low is None else low, s + 1, (b,), device="cpu", seed=seed)
     return (torch.arange(s)[None, :] < lengths[:, None]).to(device)  # (B, S) True = real token
 
 
@@ -37,21 +48,27 @@ def _real_rows_error(mask):
     return error
 
 
+def _max_error(base, ours):
+    return (base.double() - ours.double()).abs().max().item()
+
+
 def _fwd_bwd(fn):
-    def step(q, k, v, mask):
-        q.grad = k.grad = v.grad = None
-        out = fn(q, k, v, mask)
+    def step(*inputs):
+        for t in inputs:
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                t.grad = None
+        out = fn(*inputs)
         out.backward(torch.ones_like(out))
         return out.detach()
     return step
 
 
 def cases(quick: bool, device: str):
-    if device == "cuda":
-        shapes = [(4, 16, 1024, 64, "bf16")] if quick else \
-                 [(max(1, 16384 // s), 16, s, hd, "bf16") for hd in (64, 128) for s in (512, 2048, 8192)]
-    else:
-        shapes = [(4, 8, 128, 64, "fp32")] if quick else [(16, 12, 128, 64, "fp32"), (8, 12, 512, 64, "fp32")]
+    return _gpu_cases(quick, device) if device == "cuda" else _cpu_cases(quick, device)
+
+
+def _cpu_cases(quick, device):
+    shapes = [(4, 8, 128, 64, "fp32")] if quick else [(16, 12, 128, 64, "fp32"), (8, 12, 512, 64, "fp32")]
     out = []
     for b, h, s, d, dtype in shapes:
         mask = _mask(b, s, device)
@@ -60,7 +77,7 @@ def cases(quick: bool, device: str):
             return tuple(randn(b, h, s, d, device=device, dtype=dtype, seed=i, requires_grad=grad)
                          for i in range(3)) + (mask,)
 
-        tol = 1e-4 if dtype == "fp32" else 3e-2
+        tol = 1e-4
         for causal in (False, True):
             flops = 4.0 * b * h * s * s * d / (2 if causal else 1)
             tag = f"B={b} H={h} S={s} D={d} {'causal ' if causal else ''}{dtype}"
@@ -77,21 +94,101 @@ def cases(quick: bool, device: str):
                             baseline=_fwd_bwd(lambda q, k, v, m, c=causal: _sdpa(q, k, v, m, c)),
                             candidate=_fwd_bwd(ours), error=_real_rows_error(mask), tolerance=tol,
                             flops=3.5 * flops))
+        out.append(_varlen_case(b, h, s, d, dtype, device, mask, backend="auto", tol=tol, grad=False))
+    return out
 
-        def make_packed(b=b, h=h, s=s, d=d, dtype=dtype, mask=mask):
-            q, k, v, m = make_inputs(b, h, s, d, dtype, mask)
-            packed = [unpad(t.transpose(1, 2), m) for t in (q, k, v)]  # (total, H, D)
-            _, indices, cu, max_len = packed[0]
-            return q, k, v, m, packed[0][0], packed[1][0], packed[2][0], cu, max_len, indices
 
-        def varlen_error(base, ours, mask=mask):
-            real = base.transpose(1, 2)[mask]  # (total, H, D)
-            return (real.double() - ours.double()).abs().max().item()
+def _varlen_case(b, h, s, d, dtype, device, mask, *, backend, tol, grad, tag=""):
+    """varlen_attention on the packed real tokens against SDPA with the boolean mask on the padded batch."""
+    def make_packed():
+        q, k, v = (randn(b, h, s, d, device=device, dtype=dtype, seed=i) for i in range(3))
+        (pq, _, cu, max_len), (pk, *_), (pv, *_) = (unpad(t.transpose(1, 2), mask) for t in (q, k, v))
+        return tuple(t.requires_grad_(grad) for t in (q, k, v)) + (mask,) + tuple(
+            t.contiguous().requires_grad_(grad) for t in (pq, pk, pv)) + (cu, max_len)
 
-        out.append(Case(
-            op="varlen_attention", case=f"B={b} H={h} S={s} D={d} {dtype}", dtype=dtype,
-            baseline_name="sdpa+bool mask (padded)", make_inputs=make_packed,
-            baseline=lambda q, k, v, m, *_: _sdpa(q, k, v, m, False),
-            candidate=lambda q, k, v, m, pq, pk, pv, cu, mx, idx: varlen_attention(pq, pk, pv, cu, cu, mx, mx),
-            error=varlen_error, tolerance=tol, flops=4.0 * h * d * float((mask.sum(-1).double() ** 2).sum())))
+    def varlen_error(base, ours):
+        real = base.transpose(1, 2)[mask]  # (total, H, D)
+        return (real.double() - ours.double()).abs().max().item()
+
+    def baseline(q, k, v, m, *_):
+        return _sdpa(q, k, v, m, False)
+
+    def candidate(q, k, v, m, pq, pk, pv, cu, mx):
+        return varlen_attention(pq, pk, pv, cu, cu, mx, mx, backend=backend)
+
+    flops = 4.0 * h * d * float((mask.sum(-1).double() ** 2).sum())  # real tokens only
+    if grad:
+        baseline, candidate, flops = _fwd_bwd(baseline), _fwd_bwd(candidate), 3.5 * flops
+    return Case(op="varlen_attention", case=f"{'fwd+bwd ' if grad else ''}B={b} H={h} S={s} D={d} {dtype}{tag}",
+                dtype=dtype, baseline_name="sdpa+bool mask (padded)", make_inputs=make_packed, baseline=baseline,
+                candidate=candidate, error=varlen_error, tolerance=tol, flops=flops)
+
+
+def _sdpa_backend(name):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}[name]
+
+    def run(q, k, v, causal):
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return run
+
+
+def _flash_attn():
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError:
+        return None
+
+    def run(q, k, v, causal):  # flash-attn takes (B, S, H, D)
+        return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal).transpose(1, 2)
+    return run
+
+
+def _gpu_cases(quick, device):
+    baselines = {"sdpa-flash": _sdpa_backend("flash"), "sdpa-efficient": _sdpa_backend("efficient")}
+    if _flash_attn() is not None:
+        baselines["flash-attn"] = _flash_attn()
+    dtype, tol = "bf16", 3e-2
+    grid = [(64, 1024), (128, 4096)] if quick else [(hd, s) for hd in (64, 128)
+                                                    for s in (512, 1024, 2048, 4096, 8192, 16384)]
+    out = []
+    for hd, s in grid:
+        b, h = max(1, 16384 // s), 2048 // hd
+
+        def make_inputs(b=b, h=h, s=s, hd=hd, grad=False):
+            return tuple(randn(b, h, s, hd, device=device, dtype=dtype, seed=i, requires_grad=grad)
+                         for i in range(3))
+
+        for causal in (False, True):
+            fwd_flops = 4.0 * b * h * s * s * hd / (2 if causal else 1)
+            tag = f"B={b} H={h} S={s} D={hd} {'causal ' if causal else ''}{dtype}"
+            ours = lambda q, k, v, c=causal: attention(q, k, v, causal=c, backend="triton")  # noqa: E731
+            for name, base in baselines.items():
+                base_fn = lambda q, k, v, c=causal, f=base: f(q, k, v, c)  # noqa: E731
+                out.append(Case(op="attention", case=f"fwd {tag} vs {name}", dtype=dtype, baseline_name=name,
+                                make_inputs=make_inputs, baseline=base_fn, candidate=ours, error=_max_error,
+                                tolerance=tol, flops=fwd_flops))
+                out.append(Case(op="attention", case=f"fwd+bwd {tag} vs {name}", dtype=dtype, baseline_name=name,
+                                make_inputs=lambda f=make_inputs: f(grad=True), baseline=_fwd_bwd(base_fn),
+                                candidate=_fwd_bwd(ours), error=_max_error, tolerance=tol, flops=3.5 * fwd_flops))
+    # BERT-shaped: 50% padding on average
+    for b, h, s, hd in ([(32, 12, 512, 64)] if quick else [(32, 12, 512, 64), (64, 16, 512, 64), (8, 16, 2048, 128)]):
+        mask = _mask(b, s, device, seed=11, low=1)
+        for grad in (False, True):
+            out.append(_varlen_case(b, h, s, hd, dtype, device, mask, backend="triton", tol=tol, grad=grad,
+                                    tag=" 50% padding"))
+
+            def make_padded(b=b, h=h, s=s, hd=hd, mask=mask, grad=grad):
+                return tuple(randn(b, h, s, hd, device=device, dtype=dtype, seed=i, requires_grad=grad)
+                             for i in range(3)) + (mask,)
+
+            base_fn = lambda q, k, v, m: _sdpa(q, k, v, m, False)  # noqa: E731
+            ours = lambda q, k, v, m: attention(q, k, v, attention_mask=m, backend="triton")  # noqa: E731
+            flops = 4.0 * h * hd * float((mask.sum(-1).double() * s).sum())  # every query row, real keys
+            out.append(Case(
+                op="attention", case=f"{'fwd+bwd' if grad else 'fwd'} B={b} H={h} S={s} D={hd} {dtype} 50% padding",
+                dtype=dtype, baseline_name="sdpa+bool mask", make_inputs=make_padded,
+                baseline=_fwd_bwd(base_fn) if grad else base_fn, candidate=_fwd_bwd(ours) if grad else ours,
+                error=_real_rows_error(mask), tolerance=tol, flops=3.5 * flops if grad else flops))
     return out
