@@ -11,7 +11,7 @@ Philox draw, so the backward regenerates the same mask.
 import triton
 import triton.language as tl
 
-from .flash_attention_common import PHILOX_ROUNDS, dropout_keep, load_sequence
+from .flash_attention_common import PHILOX_ROUNDS, dropout_keep, key_tile_bounds, load_sequence, query_tile_program
 
 LOG2E = 1.4426950408889634
 
@@ -69,12 +69,7 @@ def flash_attention_fwd_kernel(
     CAUSAL: tl.constexpr, HAS_KEY_MASK: tl.constexpr, DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    if CAUSAL:  # the last query tiles see the most keys: launch them first
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    h = tl.program_id(1)
-    b = tl.program_id(2)
-    bh = b * num_heads + h  # the dropout counter's batch·head word
+    pid_m, h, b, bh = query_tile_program(num_heads, CAUSAL)
     q_start, q_len, k_start, k_len, k_lo, k_hi, diag = load_sequence(SEQS, b)
     m_lo = pid_m * BLOCK_M
     if m_lo >= q_len:
@@ -97,21 +92,13 @@ def flash_attention_fwd_kernel(
     if DROPOUT:
         seed = tl.load(SEED)
 
-    # key tiles aligned to BLOCK_N: a masked tile holding k_lo, unmasked tiles up to full_end, masked edge
-    hi = k_hi
-    full_hi = k_hi
-    if CAUSAL:
-        hi = tl.minimum(k_hi, m_lo + BLOCK_M + diag)  # past the last row's diagonal: skipped
-        full_hi = tl.minimum(k_hi, m_lo + diag + 1)  # up to the first row's diagonal: every key visible
-    first_lo = k_lo // BLOCK_N * BLOCK_N
-    full_lo = (k_lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N
-    full_end = full_lo + tl.maximum(0, full_hi - full_lo) // BLOCK_N * BLOCK_N
+    first_lo, first_hi, full_lo, full_end, hi = key_tile_bounds(k_lo, k_hi, m_lo, diag, CAUSAL, BLOCK_M, BLOCK_N)
     k_base = K + (b64 * stride_kb + h * stride_kh + k_start.to(tl.int64) * stride_kt)
     v_base = V + (b64 * stride_vb + h * stride_vh + k_start.to(tl.int64) * stride_vt)
     mask_row = KEY_MASK + b64 * stride_mb
     acc, l_i, m_i = _attend_key_tiles(
         acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d, stride_kt, stride_vt,
-        first_lo, tl.minimum(full_lo, hi), k_lo, k_hi, diag, qk_scale, drop_threshold, True, CAUSAL,
+        first_lo, first_hi, k_lo, k_hi, diag, qk_scale, drop_threshold, True, CAUSAL,
         HAS_KEY_MASK, DROPOUT, HEAD_DIM, BLOCK_N, INPUT_PRECISION, PHILOX_ROUNDS)
     acc, l_i, m_i = _attend_key_tiles(
         acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d, stride_kt, stride_vt,

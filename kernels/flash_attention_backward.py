@@ -13,7 +13,7 @@ Dropout masks are regenerated from the same Philox counters as the forward.
 import triton
 import triton.language as tl
 
-from .flash_attention_common import PHILOX_ROUNDS, dropout_keep, load_sequence
+from .flash_attention_common import PHILOX_ROUNDS, dropout_keep, key_tile_bounds, load_sequence, query_tile_program
 
 LOG2E = 1.4426950408889634
 
@@ -208,12 +208,7 @@ def flash_attention_bwd_dq_kernel(
     CAUSAL: tl.constexpr, HAS_KEY_MASK: tl.constexpr, DROPOUT: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    if CAUSAL:  # the last query tiles see the most keys: launch them first
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    h = tl.program_id(1)
-    b = tl.program_id(2)
-    bh = b * num_heads + h  # the dropout counter's batch·head word
+    pid_m, h, b, bh = query_tile_program(num_heads, CAUSAL)
     q_start, q_len, k_start, k_len, k_lo, k_hi, diag = load_sequence(SEQS, b)
     m_lo = pid_m * BLOCK_M
     if m_lo >= q_len:
@@ -237,21 +232,14 @@ def flash_attention_bwd_dq_kernel(
         seed = tl.load(SEED)
     qk_scale = scale * 1.4426950408889634
 
-    hi = k_hi
-    full_hi = k_hi
-    if CAUSAL:
-        hi = tl.minimum(k_hi, m_lo + BLOCK_M + diag)
-        full_hi = tl.minimum(k_hi, m_lo + diag + 1)
-    first_lo = k_lo // BLOCK_N * BLOCK_N  # key tiles aligned to BLOCK_N, as in the forward
-    full_lo = (k_lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N
-    full_end = full_lo + tl.maximum(0, full_hi - full_lo) // BLOCK_N * BLOCK_N
+    first_lo, first_hi, full_lo, full_end, hi = key_tile_bounds(k_lo, k_hi, m_lo, diag, CAUSAL, BLOCK_M, BLOCK_N)
     k0 = k_start.to(tl.int64)
     k_base = K + (b64 * stride_kb + h * stride_kh + k0 * stride_kt)
     v_base = V + (b64 * stride_vb + h * stride_vh + k0 * stride_vt)
     mask_row = KEY_MASK + b64 * stride_mb
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     dq = _dq_key_tiles(dq, q, do, lse, delta, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d,
-                       stride_kt, stride_vt, first_lo, tl.minimum(full_lo, hi), k_lo, k_hi, diag, qk_scale,
+                       stride_kt, stride_vt, first_lo, first_hi, k_lo, k_hi, diag, qk_scale,
                        drop_threshold, drop_scale, True, CAUSAL, HAS_KEY_MASK, DROPOUT, HEAD_DIM, BLOCK_N,
                        INPUT_PRECISION, PHILOX_ROUNDS)
     dq = _dq_key_tiles(dq, q, do, lse, delta, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d,

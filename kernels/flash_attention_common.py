@@ -30,6 +30,35 @@ def load_sequence(SEQS, b):
 
 
 @triton.jit
+def query_tile_program(num_heads, CAUSAL: tl.constexpr):
+    """(query tile, head, batch entry, batch·head) of a program on the (tiles, heads, batch) grid. Causal
+    programs take their tiles last first: the last query tiles see the most keys, so they start first."""
+    pid_m = tl.program_id(0)
+    if CAUSAL:
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    h = tl.program_id(1)
+    b = tl.program_id(2)
+    return pid_m, h, b, b * num_heads + h
+
+
+@triton.jit
+def key_tile_bounds(k_lo, k_hi, m_lo, diag, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key tiles (aligned to BLOCK_N) that the query rows [m_lo, m_lo + BLOCK_M) visit, in three ranges:
+    [first_lo, first_hi): at most one masked tile holding an unaligned k_lo; [full_lo, full_end): tiles every
+    row sees whole, run unmasked; [full_end, hi): masked edge tiles (window end, causal diagonal). Tiles
+    outside the key window or wholly above the diagonal are in none of them."""
+    hi = k_hi
+    full_hi = k_hi
+    if CAUSAL:
+        hi = tl.minimum(k_hi, m_lo + BLOCK_M + diag)  # past the last row's diagonal: skipped
+        full_hi = tl.minimum(k_hi, m_lo + diag + 1)  # up to the first row's diagonal: every key visible
+    first_lo = k_lo // BLOCK_N * BLOCK_N
+    full_lo = (k_lo + BLOCK_N - 1) // BLOCK_N * BLOCK_N
+    full_end = full_lo + tl.maximum(0, full_hi - full_lo) // BLOCK_N * BLOCK_N
+    return first_lo, tl.minimum(full_lo, hi), full_lo, full_end, hi
+
+
+@triton.jit
 def dropout_keep(seed, bh, q_pos, k_start, threshold, BLOCK_K: tl.constexpr, N_ROUNDS: tl.constexpr):
     """(len(q_pos), BLOCK_K) keep mask for query positions ``q_pos`` (int32) and keys k_start + [0, BLOCK_K).
 

@@ -13,3 +13,26 @@ def assert_within_torch_error(candidate, torch_path, reference, *, factor=2.0, f
     base = max_abs_err(torch_path, reference)
     bound = factor * base + floor * max(1.0, reference.double().abs().max().item() if reference.numel() else 1.0)
     assert err <= bound, f"{what}: error {err:.3e} vs float64 exceeds {factor}x torch's {base:.3e} (bound {bound:.3e})"
+
+
+def fwd_bwd(fn, tensors, grad_out):
+    """[output, grad of each tensor] of ``fn(*tensors)`` backpropagating ``grad_out``, on fresh leaves."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
+    out = fn(*leaves)
+    out.backward(grad_out.to(out.dtype))
+    return [out.detach()] + [t.grad for t in leaves]
+
+
+def per_sequence_attention_reference(cu_q, cu_k, causal):
+    """Packed (T, H, D) attention computed one sequence at a time by ``attention_reference``."""
+    from sslfast.ops.attention import attention_reference
+
+    def reference(q, k, v):
+        outs = []
+        for i in range(cu_q.numel() - 1):
+            q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
+            one = (lambda t, lo, hi: t[lo:hi].transpose(0, 1)[None])  # (1, H, L, D)
+            outs.append(attention_reference(one(q, q0, q1), one(k, k0, k1), one(v, k0, k1),
+                                            causal=causal)[0].transpose(0, 1))
+        return torch.cat(outs)
+    return reference

@@ -4,7 +4,7 @@ import torch
 
 from sslfast.ops import attention, pad, unpad, varlen_attention
 from sslfast.ops.attention import attention_reference
-from tests.helpers import assert_within_torch_error
+from tests.helpers import assert_within_torch_error, fwd_bwd
 
 
 def random_mask(b, s, all_padding_row=True):
@@ -14,23 +14,16 @@ def random_mask(b, s, all_padding_row=True):
     return torch.arange(s)[None, :] < lengths[:, None]  # (B, S) True = real token
 
 
-def fwd_bwd(fn, q, k, v, grad_out):
-    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
-    out = fn(q, k, v)
-    out.backward(grad_out.to(out.dtype))
-    return [out.detach(), q.grad, k.grad, v.grad]
-
-
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("b, h, sq, sk, d", [(3, 2, 13, 13, 16), (2, 3, 7, 19, 24), (2, 1, 21, 9, 40), (1, 2, 33, 33, 64)])
 def test_attention_matches_float64(b, h, sq, sk, d, causal, seed):
     q, k, v = torch.randn(b, h, sq, d), torch.randn(b, h, sk, d), torch.randn(b, h, sk, d)
     mask = random_mask(b, sk)
     grad_out = torch.randn(b, h, sq, d)
-    ours = fwd_bwd(lambda *t: attention(*t, attention_mask=mask, causal=causal), q, k, v, grad_out)
+    ours = fwd_bwd(lambda *t: attention(*t, attention_mask=mask, causal=causal), (q, k, v), grad_out)
     ref = fwd_bwd(lambda *t: attention_reference(*t, attention_mask=mask, causal=causal),
-                  q.double(), k.double(), v.double(), grad_out.double())
-    eager32 = fwd_bwd(lambda *t: attention_reference(*t, attention_mask=mask, causal=causal), q, k, v, grad_out)
+                  (q.double(), k.double(), v.double()), grad_out.double())
+    eager32 = fwd_bwd(lambda *t: attention_reference(*t, attention_mask=mask, causal=causal), (q, k, v), grad_out)
     for name, got, want, base in zip(["out", "dq", "dk", "dv"], ours, ref, eager32):
         assert torch.isfinite(got).all(), f"{name} has NaN/Inf"
         assert_within_torch_error(got, base, want, floor=1e-5, what=name)
@@ -51,14 +44,14 @@ def test_varlen_equals_padded_on_real_tokens(causal, seed):
     q, k, v = (torch.randn(b, h, s, d) for _ in range(3))
     # padding queries attend in the padded layout but do not exist packed: give them no upstream gradient
     grad_out = torch.randn(b, h, s, d) * mask[:, None, :, None]
-    padded = fwd_bwd(lambda *t: attention(*t, attention_mask=mask, causal=causal), q, k, v, grad_out)
+    padded = fwd_bwd(lambda *t: attention(*t, attention_mask=mask, causal=causal), (q, k, v), grad_out)
 
     def packed_fn(qq, kk, vv):
         (pq, idx, cu, mx), (pk, _, _, _), (pv, _, _, _) = (unpad(t.transpose(1, 2), mask) for t in (qq, kk, vv))
         out = varlen_attention(pq, pk, pv, cu, cu, mx, mx, causal=causal)  # (total, H, D)
         return pad(out, idx, b, s).transpose(1, 2)  # back to (B, H, S, D), zeros at padding
 
-    packed = fwd_bwd(packed_fn, q, k, v, grad_out)
+    packed = fwd_bwd(packed_fn, (q, k, v), grad_out)
     real = mask[:, None, :, None].expand(b, h, s, d)
     for name, x, y in zip(["out", "dq", "dk", "dv"], packed, padded):
         assert torch.allclose(x[real], y[real], atol=2e-5), name

@@ -10,18 +10,11 @@ from sslfast.ops._dispatch import triton_interpreted
 from sslfast.ops._philox import attention_dropout_keep, effective_dropout_p
 from sslfast.ops.attention import attention_reference
 from sslfast.ops.flash_attention import flash_attention, padded_sequence_table
-from tests.helpers import assert_within_torch_error
+from tests.helpers import assert_within_torch_error, fwd_bwd, per_sequence_attention_reference
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(triton_interpreted(), reason="GPU tests run compiled kernels (TRITON_INTERPRET=0)")]
 GRADS = ["out", "dq", "dk", "dv"]
-
-
-def fwd_bwd(fn, tensors, grad_out):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(*leaves)
-    out.backward(grad_out.to(out.dtype))
-    return [out.detach()] + [t.grad for t in leaves]
 
 
 def padding_with_holes(b, s):
@@ -64,17 +57,9 @@ def test_varlen_matches_per_sequence_float64_on_gpu(causal, seed):
     ours = fwd_bwd(lambda *t: varlen_attention(*t, cu_q, cu_k, int(len_q.max()), int(len_k.max()), causal=causal),
                    (q, k, v), grad_out)
 
-    def per_sequence(qq, kk, vv):
-        outs = []
-        for i in range(len(len_q)):
-            q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
-            one = (lambda t, lo, hi: t[lo:hi].transpose(0, 1)[None])
-            outs.append(attention_reference(one(qq, q0, q1), one(kk, k0, k1), one(vv, k0, k1),
-                                            causal=causal)[0].transpose(0, 1))
-        return torch.cat(outs)
-
-    ref = fwd_bwd(per_sequence, [t.double() for t in (q, k, v)], grad_out.double())
-    base = fwd_bwd(per_sequence, (q, k, v), grad_out)
+    reference = per_sequence_attention_reference(cu_q, cu_k, causal)
+    ref = fwd_bwd(reference, [t.double() for t in (q, k, v)], grad_out.double())
+    base = fwd_bwd(reference, (q, k, v), grad_out)
     for name, got, want, b in zip(GRADS, ours, ref, base):
         assert_within_torch_error(got, b, want, floor=torch.finfo(torch.bfloat16).eps / 2, what=f"varlen {name}")
 

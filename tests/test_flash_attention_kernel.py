@@ -11,20 +11,13 @@ from sslfast.ops._dispatch import triton_interpreted
 from sslfast.ops._philox import attention_dropout_keep, effective_dropout_p
 from sslfast.ops.attention import attention_reference
 from sslfast.ops.flash_attention import flash_attention, packed_sequence_table, padded_sequence_table
-from tests.helpers import assert_within_torch_error
+from tests.helpers import assert_within_torch_error, fwd_bwd, per_sequence_attention_reference
 
 pytestmark = pytest.mark.skipif(not (sslfast.available_backends()["triton"] and triton_interpreted()),
                                 reason="needs Triton's interpreter (TRITON_INTERPRET=1); tests/test_attention_gpu.py "
                                        "runs the compiled kernels")
 
 GRADS = ["out", "dq", "dk", "dv"]
-
-
-def fwd_bwd(fn, tensors, grad_out):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(*leaves)
-    out.backward(grad_out.to(out.dtype))
-    return [out.detach()] + [t.grad for t in leaves]
 
 
 def random_padding(b, s, holes):
@@ -72,16 +65,8 @@ def test_varlen_matches_per_sequence_float64(causal, seed):
     torch_path = fwd_bwd(lambda *t: varlen_attention(*t, cu_q, cu_k, int(len_q.max()), int(len_k.max()),
                                                      causal=causal, backend="torch"), (q, k, v), grad_out)
 
-    def per_sequence_reference(qq, kk, vv):
-        outs = []
-        for i in range(len(len_q)):
-            q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
-            one = (lambda t, lo, hi: t[lo:hi].transpose(0, 1)[None])
-            outs.append(attention_reference(one(qq, q0, q1), one(kk, k0, k1), one(vv, k0, k1),
-                                            causal=causal)[0].transpose(0, 1))
-        return torch.cat(outs)
-
-    ref = fwd_bwd(per_sequence_reference, [t.double() for t in (q, k, v)], grad_out.double())
+    ref = fwd_bwd(per_sequence_attention_reference(cu_q, cu_k, causal), [t.double() for t in (q, k, v)],
+                  grad_out.double())
     for name, got, want, base in zip(GRADS, ours, ref, torch_path):
         assert torch.isfinite(got).all(), name
         assert_within_torch_error(got, base, want, floor=1e-5, what=f"varlen {name} causal={causal}")
