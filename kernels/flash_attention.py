@@ -3,15 +3,17 @@
 One program per (query tile, batch·head). Each batch entry is described by a row of the sequence table
 (``flash_attention_common``), so one kernel serves padded and packed varlen batches. Key tiles outside the
 sequence's key window [k_lo, k_hi) or above the causal diagonal are never loaded; key tiles are aligned to
-their block size, and tiles strictly inside the window and below the diagonal run without masking. An optional (B, Sk) key mask covers padding with
-holes. Statistics are fp32; the natural-log log-sum-exp of every query row is saved for the backward
-(+inf for a row that sees no key, whose output is 0). Dropout zeroes probabilities with a counter-based
+their block size, and tiles strictly inside the window and below the diagonal run without masking. An
+optional (B, Sk) key mask covers padding with holes. Batch and sequence bases are 64-bit; offsets inside a
+batch entry are 32-bit (the launcher checks they fit). Statistics are fp32; the natural-log log-sum-exp of
+every query row is saved for the backward (+inf for a row that sees no key, whose output is 0). Dropout zeroes probabilities with a counter-based
 Philox draw, so the backward regenerates the same mask.
 """
 import triton
 import triton.language as tl
 
-from .flash_attention_common import PHILOX_ROUNDS, dropout_keep, key_tile_bounds, load_sequence, query_tile_program
+from .flash_attention_common import (PHILOX_ROUNDS, dropout_keep, key_tile_bounds, load_sequence, query_tile_program,
+                                     row_pointer)
 
 LOG2E = 1.4426950408889634
 
@@ -28,11 +30,11 @@ def _attend_key_tiles(acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n  # (BN,) key positions
         col_ok = (cols >= k_lo) & (cols < k_hi)
+        k_ptrs = k_base + cols[None, :] * stride_kt + offs_d[:, None]
         if EDGE:
-            kt = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None],
-                         mask=col_ok[None, :] & d_ok[:, None], other=0.0)  # (BD, BN)
+            kt = tl.load(k_ptrs, mask=col_ok[None, :] & d_ok[:, None], other=0.0)  # (BD, BN)
         else:
-            kt = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None], mask=d_ok[:, None], other=0.0)
+            kt = tl.load(k_ptrs, mask=d_ok[:, None], other=0.0)
         s = tl.dot(q, kt, input_precision=INPUT_PRECISION) * qk_scale  # (BM, BN) fp32, log2 domain
         if EDGE or HAS_KEY_MASK:
             keep = col_ok[None, :] & (offs_m[:, None] >= 0)  # (BM, BN)
@@ -49,11 +51,11 @@ def _attend_key_tiles(acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs
         l_i = l_i * alpha + tl.sum(p, axis=1)
         if DROPOUT:  # the normalizer sums every probability; only the kept ones reach the output
             p = tl.where(dropout_keep(seed, bh, offs_m, start_n, drop_threshold, BLOCK_N, N_ROUNDS), p, 0.0)
+        v_ptrs = v_base + cols[:, None] * stride_vt + offs_d[None, :]
         if EDGE:
-            v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :],
-                        mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # (BN, BD)
+            v = tl.load(v_ptrs, mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # (BN, BD)
         else:
-            v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :], mask=d_ok[None, :], other=0.0)
+            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -74,15 +76,13 @@ def flash_attention_fwd_kernel(
     m_lo = pid_m * BLOCK_M
     if m_lo >= q_len:
         return
-    b64 = b.to(tl.int64)  # scalar bases in int64, tile offsets in int32
     offs_m = m_lo + tl.arange(0, BLOCK_M)  # (BM,) query positions in the sequence
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < q_len
     d_ok = offs_d < HEAD_DIM
-    q_base = Q + (b64 * stride_qb + h * stride_qh + q_start.to(tl.int64) * stride_qt)
-    q = tl.load(q_base + offs_m[:, None] * stride_qt + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
-                other=0.0)  # (BM, BD)
+    q = tl.load(row_pointer(Q, b, h, q_start, stride_qb, stride_qh, stride_qt) + offs_m[:, None] * stride_qt
+                + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # (BM, BD)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
@@ -93,9 +93,9 @@ def flash_attention_fwd_kernel(
         seed = tl.load(SEED)
 
     first_lo, first_hi, full_lo, full_end, hi = key_tile_bounds(k_lo, k_hi, m_lo, diag, CAUSAL, BLOCK_M, BLOCK_N)
-    k_base = K + (b64 * stride_kb + h * stride_kh + k_start.to(tl.int64) * stride_kt)
-    v_base = V + (b64 * stride_vb + h * stride_vh + k_start.to(tl.int64) * stride_vt)
-    mask_row = KEY_MASK + b64 * stride_mb
+    k_base = row_pointer(K, b, h, k_start, stride_kb, stride_kh, stride_kt)
+    v_base = row_pointer(V, b, h, k_start, stride_vb, stride_vh, stride_vt)
+    mask_row = KEY_MASK + b.to(tl.int64) * stride_mb
     acc, l_i, m_i = _attend_key_tiles(
         acc, l_i, m_i, q, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d, stride_kt, stride_vt,
         first_lo, first_hi, k_lo, k_hi, diag, qk_scale, drop_threshold, True, CAUSAL,
@@ -111,12 +111,10 @@ def flash_attention_fwd_kernel(
 
     seen = l_i > 0.0
     out = acc * (drop_scale / tl.where(seen, l_i, 1.0))[:, None]
-    o_base = O + (b64 * stride_ob + h * stride_oh + q_start.to(tl.int64) * stride_ot)
-    tl.store(o_base + offs_m[:, None] * stride_ot + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(row_pointer(O, b, h, q_start, stride_ob, stride_oh, stride_ot) + offs_m[:, None] * stride_ot
+             + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) / 1.4426950408889634, float("inf"))
-    tl.store(LSE + (b64 * stride_lb + h * stride_lh + q_start.to(tl.int64) * stride_lt) + offs_m * stride_lt, lse,
-             mask=row_ok)
+    tl.store(row_pointer(LSE, b, h, q_start, stride_lb, stride_lh, stride_lt) + offs_m * stride_lt, lse, mask=row_ok)
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) by (input precision, head-dim block, dropout): the largest tiles
@@ -127,11 +125,11 @@ FORWARD_CONFIGS = {
     ("16", 16, False): (128, 64, 4, 3), ("16", 16, True): (128, 64, 8, 3),
     ("16", 32, False): (128, 64, 4, 3), ("16", 32, True): (128, 64, 8, 3),
     ("16", 64, False): (128, 64, 4, 3), ("16", 64, True): (128, 64, 8, 3),
-    ("16", 128, False): (128, 32, 8, 3), ("16", 128, True): (64, 32, 8, 2),
-    ("16", 256, False): (32, 32, 8, 1), ("16", 256, True): (32, 16, 4, 1),
+    ("16", 128, False): (128, 32, 8, 3), ("16", 128, True): (64, 32, 4, 2),
+    ("16", 256, False): (32, 32, 8, 1), ("16", 256, True): (32, 32, 8, 1),
     ("32", 16, False): (64, 32, 8, 2), ("32", 16, True): (64, 32, 8, 2),
-    ("32", 32, False): (32, 32, 4, 1), ("32", 32, True): (64, 32, 8, 2),
-    ("32", 64, False): (64, 16, 8, 2), ("32", 64, True): (64, 16, 8, 2),
+    ("32", 32, False): (64, 32, 8, 2), ("32", 32, True): (64, 32, 8, 2),
+    ("32", 64, False): (64, 16, 8, 2), ("32", 64, True): (64, 32, 8, 2),
     ("32", 128, False): (16, 16, 4, 1), ("32", 128, True): (16, 16, 4, 1),
     ("32", 256, False): (16, 16, 4, 1), ("32", 256, True): (16, 16, 4, 1),
 }

@@ -13,7 +13,8 @@ Dropout masks are regenerated from the same Philox counters as the forward.
 import triton
 import triton.language as tl
 
-from .flash_attention_common import PHILOX_ROUNDS, dropout_keep, key_tile_bounds, load_sequence, query_tile_program
+from .flash_attention_common import (PHILOX_ROUNDS, dropout_keep, key_tile_bounds, load_sequence, query_tile_program,
+                                     row_pointer)
 
 LOG2E = 1.4426950408889634
 
@@ -27,21 +28,19 @@ def flash_attention_bwd_preprocess_kernel(
     pid_m = tl.program_id(0)
     h = tl.program_id(1)
     b = tl.program_id(2)
-    bh = b * num_heads + h  # the dropout counter's batch·head word
     q_start, q_len, _, _, _, _, _ = load_sequence(SEQS, b)
     if pid_m * BLOCK_M >= q_len:
         return
-    b64 = b.to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    ok = (offs_m < q_len)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    t0 = q_start.to(tl.int64)
-    o = tl.load(O + (b64 * stride_ob + h * stride_oh + t0 * stride_ot) + offs_m[:, None] * stride_ot
+    row_ok = offs_m < q_len
+    ok = row_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
+    o = tl.load(row_pointer(O, b, h, q_start, stride_ob, stride_oh, stride_ot) + offs_m[:, None] * stride_ot
                 + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
-    do = tl.load(DO + (b64 * stride_gb + h * stride_gh + t0 * stride_gt) + offs_m[:, None] * stride_gt
+    do = tl.load(row_pointer(DO, b, h, q_start, stride_gb, stride_gh, stride_gt) + offs_m[:, None] * stride_gt
                  + offs_d[None, :], mask=ok, other=0.0).to(tl.float32)
-    tl.store(DELTA + (b64 * stride_lb + h * stride_lh + t0 * stride_lt) + offs_m * stride_lt, tl.sum(o * do, axis=1),
-             mask=offs_m < q_len)
+    tl.store(row_pointer(DELTA, b, h, q_start, stride_lb, stride_lh, stride_lt) + offs_m * stride_lt,
+             tl.sum(o * do, axis=1), mask=row_ok)
 
 
 @triton.jit
@@ -58,6 +57,7 @@ def _dkdv_query_tiles(dk, dv, k, v, live, q_base, do_base, lse_base, delta_base,
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m  # (BM,) query positions
         row_ok = rows < q_len
+        # 32-bit offsets inside the sequence (the host checks they fit), 64-bit sequence bases
         qt = tl.load(q_base + rows[None, :] * stride_qt + offs_d[:, None], mask=row_ok[None, :] & d_ok[:, None],
                      other=0.0)  # (BD, BM)
         do = tl.load(do_base + rows[:, None] * stride_gt + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
@@ -108,7 +108,6 @@ def flash_attention_bwd_dkdv_kernel(
     n_lo = pid_n * BLOCK_N
     if n_lo >= k_len:
         return
-    b64 = b.to(tl.int64)
     cols = n_lo + tl.arange(0, BLOCK_N)  # (BN,) key positions
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -119,18 +118,16 @@ def flash_attention_bwd_dkdv_kernel(
     if (n_lo < k_hi) & (n_lo + BLOCK_N > k_lo):  # some key of the tile may be real; else dK = dV = 0
         live = (cols >= k_lo) & (cols < k_hi)
         if HAS_KEY_MASK:
-            live = live & (tl.load(KEY_MASK + b64 * stride_mb + cols, mask=live, other=0) != 0)
-        k0 = k_start.to(tl.int64)
-        k = tl.load(K + (b64 * stride_kb + h * stride_kh + k0 * stride_kt) + cols[:, None] * stride_kt
+            live = live & (tl.load(KEY_MASK + b.to(tl.int64) * stride_mb + cols, mask=live, other=0) != 0)
+        k = tl.load(row_pointer(K, b, h, k_start, stride_kb, stride_kh, stride_kt) + cols[:, None] * stride_kt
                     + offs_d[None, :], mask=owned[:, None] & d_ok[None, :], other=0.0)  # (BN, BD)
-        v = tl.load(V + (b64 * stride_vb + h * stride_vh + k0 * stride_vt) + cols[:, None] * stride_vt
+        v = tl.load(row_pointer(V, b, h, k_start, stride_vb, stride_vh, stride_vt) + cols[:, None] * stride_vt
                     + offs_d[None, :], mask=owned[:, None] & d_ok[None, :], other=0.0)
-        q0 = q_start.to(tl.int64)
-        q_base = Q + (b64 * stride_qb + h * stride_qh + q0 * stride_qt)
-        do_base = DO + (b64 * stride_gb + h * stride_gh + q0 * stride_gt)
-        lse_base = LSE + (b64 * stride_lb + h * stride_lh + q0 * stride_lt)
-        delta_base = DELTA + (b64 * stride_lb + h * stride_lh + q0 * stride_lt)
-        dq_base = DQ + (b64 * stride_dqb + h * stride_dqh + q0 * stride_dqt)
+        q_base = row_pointer(Q, b, h, q_start, stride_qb, stride_qh, stride_qt)
+        do_base = row_pointer(DO, b, h, q_start, stride_gb, stride_gh, stride_gt)
+        lse_base = row_pointer(LSE, b, h, q_start, stride_lb, stride_lh, stride_lt)
+        delta_base = row_pointer(DELTA, b, h, q_start, stride_lb, stride_lh, stride_lt)
+        dq_base = row_pointer(DQ, b, h, q_start, stride_dqb, stride_dqh, stride_dqt)
         seed = 0
         if DROPOUT:
             seed = tl.load(SEED)
@@ -157,10 +154,9 @@ def flash_attention_bwd_dkdv_kernel(
             drop_threshold, drop_scale, False, CAUSAL, HAS_KEY_MASK, DROPOUT, ATOMIC_DQ, HEAD_DIM, BLOCK_M,
             BLOCK_N, INPUT_PRECISION, PHILOX_ROUNDS)
     out_ok = owned[:, None] & d_ok[None, :]
-    k0 = k_start.to(tl.int64)
-    tl.store(DK + (b64 * stride_dkb + h * stride_dkh + k0 * stride_dkt) + cols[:, None] * stride_dkt
+    tl.store(row_pointer(DK, b, h, k_start, stride_dkb, stride_dkh, stride_dkt) + cols[:, None] * stride_dkt
              + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty), mask=out_ok)
-    tl.store(DV + (b64 * stride_dvb + h * stride_dvh + k0 * stride_dvt) + cols[:, None] * stride_dvt
+    tl.store(row_pointer(DV, b, h, k_start, stride_dvb, stride_dvh, stride_dvt) + cols[:, None] * stride_dvt
              + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=out_ok)
 
 
@@ -213,30 +209,28 @@ def flash_attention_bwd_dq_kernel(
     m_lo = pid_m * BLOCK_M
     if m_lo >= q_len:
         return
-    b64 = b.to(tl.int64)
     offs_m = m_lo + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < q_len
     ok = row_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
-    q0 = q_start.to(tl.int64)
-    q = tl.load(Q + (b64 * stride_qb + h * stride_qh + q0 * stride_qt) + offs_m[:, None] * stride_qt
+    q = tl.load(row_pointer(Q, b, h, q_start, stride_qb, stride_qh, stride_qt) + offs_m[:, None] * stride_qt
                 + offs_d[None, :], mask=ok, other=0.0)  # (BM, BD)
-    do = tl.load(DO + (b64 * stride_gb + h * stride_gh + q0 * stride_gt) + offs_m[:, None] * stride_gt
+    do = tl.load(row_pointer(DO, b, h, q_start, stride_gb, stride_gh, stride_gt) + offs_m[:, None] * stride_gt
                  + offs_d[None, :], mask=ok, other=0.0)
-    lse_ptrs = b64 * stride_lb + h * stride_lh + q0 * stride_lt + offs_m * stride_lt
-    lse = tl.load(LSE + lse_ptrs, mask=row_ok, other=float("inf")) * 1.4426950408889634
-    delta = tl.load(DELTA + lse_ptrs, mask=row_ok, other=0.0)
+    lse = tl.load(row_pointer(LSE, b, h, q_start, stride_lb, stride_lh, stride_lt) + offs_m * stride_lt, mask=row_ok,
+                  other=float("inf")) * 1.4426950408889634
+    delta = tl.load(row_pointer(DELTA, b, h, q_start, stride_lb, stride_lh, stride_lt) + offs_m * stride_lt,
+                    mask=row_ok, other=0.0)
     seed = 0
     if DROPOUT:
         seed = tl.load(SEED)
     qk_scale = scale * 1.4426950408889634
 
     first_lo, first_hi, full_lo, full_end, hi = key_tile_bounds(k_lo, k_hi, m_lo, diag, CAUSAL, BLOCK_M, BLOCK_N)
-    k0 = k_start.to(tl.int64)
-    k_base = K + (b64 * stride_kb + h * stride_kh + k0 * stride_kt)
-    v_base = V + (b64 * stride_vb + h * stride_vh + k0 * stride_vt)
-    mask_row = KEY_MASK + b64 * stride_mb
+    k_base = row_pointer(K, b, h, k_start, stride_kb, stride_kh, stride_kt)
+    v_base = row_pointer(V, b, h, k_start, stride_vb, stride_vh, stride_vt)
+    mask_row = KEY_MASK + b.to(tl.int64) * stride_mb
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     dq = _dq_key_tiles(dq, q, do, lse, delta, k_base, v_base, mask_row, seed, bh, offs_m, offs_n, offs_d,
                        stride_kt, stride_vt, first_lo, first_hi, k_lo, k_hi, diag, qk_scale,
@@ -250,7 +244,7 @@ def flash_attention_bwd_dq_kernel(
                        stride_kt, stride_vt, full_end, hi, k_lo, k_hi, diag, qk_scale, drop_threshold,
                        drop_scale, True, CAUSAL, HAS_KEY_MASK, DROPOUT, HEAD_DIM, BLOCK_N, INPUT_PRECISION,
                        PHILOX_ROUNDS)
-    tl.store(DQ + (b64 * stride_dqb + h * stride_dqh + q0 * stride_dqt) + offs_m[:, None] * stride_dqt
+    tl.store(row_pointer(DQ, b, h, q_start, stride_dqb, stride_dqh, stride_dqt) + offs_m[:, None] * stride_dqt
              + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty), mask=ok)
 
 
@@ -261,31 +255,31 @@ def flash_attention_bwd_dq_kernel(
 ATOMIC_DQ_MAX_BLOCK_D = 64
 BACKWARD_CONFIGS = {
     ("dkdv_atomic", "16", 16): ((64, 128, 8, 2), (64, 128, 8, 2)),
-    ("dkdv_atomic", "16", 32): ((64, 128, 8, 2), (32, 128, 8, 2)),
-    ("dkdv_atomic", "16", 64): ((32, 128, 8, 2), (32, 128, 8, 2)),
+    ("dkdv_atomic", "16", 32): ((64, 128, 8, 2), (64, 128, 8, 2)),
+    ("dkdv_atomic", "16", 64): ((64, 128, 8, 2), (32, 128, 8, 2)),
     ("dkdv", "16", 16): ((64, 128, 8, 2), (64, 128, 8, 2)),
-    ("dkdv", "16", 32): ((32, 128, 8, 2), (32, 128, 8, 2)),
-    ("dkdv", "16", 64): ((32, 128, 8, 2), (32, 128, 8, 2)),
+    ("dkdv", "16", 32): ((64, 128, 8, 2), (64, 128, 8, 2)),
+    ("dkdv", "16", 64): ((64, 128, 8, 2), (32, 128, 8, 2)),
     ("dkdv", "16", 128): ((16, 64, 8, 2), (16, 64, 8, 2)),
     ("dkdv", "16", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "16", 16): ((64, 128, 8, 2), (64, 128, 8, 2)),
-    ("dq", "16", 32): ((32, 64, 8, 2), (32, 64, 8, 2)),
+    ("dq", "16", 16): ((128, 64, 8, 2), (128, 64, 8, 2)),
+    ("dq", "16", 32): ((128, 64, 8, 2), (128, 64, 8, 2)),
     ("dq", "16", 64): ((128, 64, 8, 2), (128, 64, 8, 2)),
     ("dq", "16", 128): ((64, 16, 4, 2), (64, 16, 8, 2)),
     ("dq", "16", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dkdv_atomic", "32", 16): ((32, 32, 8, 1), (32, 32, 4, 1)),
+    ("dkdv_atomic", "32", 16): ((32, 32, 4, 1), (32, 32, 4, 1)),
     ("dkdv_atomic", "32", 32): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("dkdv_atomic", "32", 64): ((16, 32, 4, 1), (32, 32, 8, 1)),
+    ("dkdv_atomic", "32", 64): ((32, 32, 8, 1), (32, 32, 8, 1)),
     ("dkdv", "32", 16): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("dkdv", "32", 32): ((32, 32, 8, 1), (32, 32, 4, 1)),
-    ("dkdv", "32", 64): ((16, 32, 4, 1), (32, 32, 8, 1)),
+    ("dkdv", "32", 32): ((32, 32, 4, 1), (32, 32, 4, 1)),
+    ("dkdv", "32", 64): ((32, 32, 8, 1), (32, 32, 8, 1)),
     ("dkdv", "32", 128): ((16, 32, 8, 1), (16, 32, 8, 1)),
     ("dkdv", "32", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "32", 16): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "32", 32): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "32", 64): ((16, 32, 8, 1), (16, 32, 8, 1)),
+    ("dq", "32", 16): ((32, 32, 4, 1), (32, 32, 4, 1)),
+    ("dq", "32", 32): ((16, 32, 4, 1), (32, 32, 4, 1)),
+    ("dq", "32", 64): ((32, 32, 8, 1), (16, 32, 8, 1)),
     ("dq", "32", 128): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "32", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
+    ("dq", "32", 256): ((16, 32, 4, 1), (16, 32, 4, 1)),
 }
 
 

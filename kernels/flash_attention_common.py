@@ -30,6 +30,14 @@ def load_sequence(SEQS, b):
 
 
 @triton.jit
+def row_pointer(PTR, b, h, row, stride_b, stride_h, stride_t):
+    """``PTR`` advanced to token ``row`` of batch entry ``b``, head ``h``: batch and token terms in 64-bit
+    arithmetic (a whole tensor, or a packed batch, may exceed 2^31 elements); the head term and offsets inside
+    a sequence stay 32-bit, which the launcher checks (32-bit offsets keep registers free)."""
+    return PTR + (b.to(tl.int64) * stride_b + h * stride_h + row.to(tl.int64) * stride_t)
+
+
+@triton.jit
 def query_tile_program(num_heads, CAUSAL: tl.constexpr):
     """(query tile, head, batch entry, batch·head) of a program on the (tiles, heads, batch) grid. Causal
     programs take their tiles last first: the last query tiles see the most keys, so they start first."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -50,6 +51,7 @@ def _run_bench(args) -> int:
     if args.json:
         write_json(args.json, records, env)
     if args.markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
         with open(args.markdown, "w") as f:
             f.write(to_markdown(records, env))
     if args.plot:

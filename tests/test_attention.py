@@ -127,3 +127,16 @@ def test_cpu_dropout_is_seeded_unbiased_and_keeps_empty_rows_zero(seed):
     assert torch.equal(a[1], torch.zeros_like(a[1]))
     mean = torch.stack([attention(q, k, v, attention_mask=mask, dropout_p=0.3) for _ in range(400)]).mean(0)
     assert (mean[0] - plain[0]).abs().max() < 0.25  # inverted dropout keeps the expectation
+
+
+def test_kernel_offsets_stay_32_bit_or_are_refused():
+    from sslfast.ops.flash_attention import _kernel_ready
+    s = 2 ** 17  # q from a fused (B, S, 3, H, D) projection: one batch entry spans 3 × S × H × D = 3 · 2^30
+    view = torch.empty(1, s, 3, 64, 128, device="meta")[:, :, 0].transpose(1, 2)
+    ready = _kernel_ready(view, s, packed=False)
+    assert ready.is_contiguous()  # copied to (B, H, S, D): S × H × D = 2^30 fits
+    assert _kernel_ready(ready, s, packed=False) is ready
+    with pytest.raises(ValueError, match="32-bit"):
+        _kernel_ready(torch.empty(4 * s, 64, 128, device="meta"), 4 * s, packed=True)  # one packed sequence: 2^32
+    with pytest.raises(ValueError, match="32-bit"):  # contiguous, but H × S × D per batch entry is 2^32
+        _kernel_ready(torch.empty(1, 64, 4 * s, 128, device="meta"), 4 * s, packed=False)

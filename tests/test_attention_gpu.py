@@ -100,3 +100,17 @@ def test_long_sequence_matches_sdpa_flash(seed):
         theirs = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert torch.isfinite(ours).all()
     assert (ours.float() - theirs.float()).abs().max().item() < 2e-2
+
+
+def test_addresses_beyond_2_31_elements(seed):
+    """Tensors of more than 2^31 elements (64-bit batch and sequence bases), padded and packed."""
+    b, s, h, d = 5, 2 ** 16 + 3, 64, 128
+    q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2) for _ in range(3))
+    assert q.numel() > 2 ** 31
+    out = attention(q, k, v)
+    tail = slice(s - 64, s)
+    want = torch.nn.functional.scaled_dot_product_attention(q[-1:, :, tail], k[-1:], v[-1:])
+    assert (out[-1:, :, tail].float() - want.float()).abs().max().item() < 2e-2
+    cu = torch.arange(0, (b + 1) * s, s, device="cuda", dtype=torch.int32)
+    packed = varlen_attention(*(t.transpose(1, 2).reshape(b * s, h, d) for t in (q, k, v)), cu, cu, s, s)
+    assert (packed[-64:].float() - want[0].transpose(0, 1).float()).abs().max().item() < 2e-2

@@ -163,12 +163,16 @@ def test_head_dim_256_and_causal_rows_that_see_nothing(seed):
 
 
 def test_custom_ops_pass_opcheck_and_compile(seed):
-    q, k, v = (torch.randn(2, 2, 18, 16, requires_grad=True) for _ in range(3))
+    q, k, v = (torch.randn(2, 18, 2, 16).transpose(1, 2).requires_grad_() for _ in range(3))  # strided views
     mask = torch.arange(18)[None] < torch.tensor([[18], [9]])
     seqs = padded_sequence_table(2, 18, 18, mask, "cpu")
     args = (q, k, v, seqs, mask.view(torch.uint8), torch.tensor([5]), 18, 18, False, True, 0.25, 0.1, False)
-    torch.library.opcheck(torch.ops.sslfast.flash_attention_forward.default, args,
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(torch.ops.sslfast.flash_attention_forward.default, args, test_utils=checks)
+    out, lse = torch.ops.sslfast.flash_attention_forward(*args)
+    grads = (torch.randn(2, 18, 2, 16).transpose(1, 2), torch.randn(2, 2, 18))
+    torch.library.opcheck(torch.ops.sslfast.flash_attention_backward.default,
+                          grads + (q, k, v, out, lse) + args[3:], test_utils=("test_schema", "test_faketensor"))
     fn = (lambda *t: attention(*t, attention_mask=mask, causal=True, backend="triton"))
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     grad_out = torch.randn(2, 2, 18, 16)
@@ -205,3 +209,58 @@ def test_padding_and_causal_tiles_are_skipped_not_masked(monkeypatch, seed):
     with torch.no_grad():
         attention(q, q, q, causal=True, backend="triton")
     assert len(calls) == 2 * (1 + 2 + 3 + 4)  # query tile m sees key tiles 0..m, never those above the diagonal
+
+
+def test_lse_is_differentiable(seed):
+    b, h, sq, sk, d = 2, 2, 13, 19, 16
+    q, k, v = (torch.randn(b, h, s, d) for s in (sq, sk, sk))
+    mask = torch.arange(sk)[None] < torch.tensor([[19], [11]])  # every row sees a key: lse finite
+    w_out, w_lse = torch.randn(b, h, sq, d), torch.randn(b, h, sq)
+    seqs = padded_sequence_table(b, sq, sk, mask, "cpu")
+
+    def ours(*t):
+        out, lse = flash_attention(*t, seqs, key_mask=mask.view(torch.uint8), max_seqlen_q=sq, max_seqlen_k=sk,
+                                   packed=False, causal=True)
+        return (out * w_out).sum() + (lse * w_lse).sum()
+
+    def reference(*t):
+        keep = mask[:, None, None, :] & torch.ones(sq, sk, dtype=torch.bool).tril(sk - sq)
+        scores = (t[0] @ t[1].transpose(-1, -2) / d ** 0.5).masked_fill(~keep, float("-inf"))
+        lse = torch.logsumexp(scores, -1)
+        return (attention_reference(*t, attention_mask=mask, causal=True) * w_out.double()).sum() + (
+            lse * w_lse.double()).sum()
+
+    got = fwd_bwd(ours, (q, k, v), torch.tensor(1.0))
+    want = fwd_bwd(reference, [t.double() for t in (q, k, v)], torch.tensor(1.0, dtype=torch.float64))
+    for name, x, y in zip(["loss", "dq", "dk", "dv"], got, want):
+        assert torch.allclose(x.double(), y, atol=1e-4, rtol=1e-5), name
+
+
+def test_non_contiguous_mask_empty_keys_and_extreme_dropout(seed):
+    q, k, v = (torch.randn(3, 2, 11, 16) for _ in range(3))
+    mask = torch.rand(3, 11) > 0.4
+    strided = mask.t().contiguous().t()  # same values, column-major
+    with torch.no_grad():
+        assert torch.equal(attention(q, k, v, attention_mask=strided, backend="triton"),
+                           attention(q, k, v, attention_mask=mask, backend="triton"))
+        empty = torch.randn(3, 2, 0, 16)
+        out = attention(q, empty, empty, attention_mask=torch.ones(3, 0, dtype=torch.bool), backend="triton")
+        assert torch.equal(out, torch.zeros_like(q))
+        with pytest.raises(ValueError, match="rounds to 1"):
+            attention(q, k, v, dropout_p=0.999995, backend="triton")
+
+
+def test_global_deterministic_flag_selects_the_deterministic_backward(monkeypatch, seed):
+    from sslfast.kernels import flash_attention_backward as kb
+    asked = []
+    original = kb.dq_by_atomics
+    monkeypatch.setattr(kb, "dq_by_atomics", lambda block_d, det: asked.append(det) or original(block_d, det))
+    q, k, v = (torch.randn(1, 1, 9, 16, requires_grad=True) for _ in range(3))
+    attention(q, k, v, backend="triton").sum().backward()
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        attention(q, k, v, backend="triton").sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    assert asked == [False, True]

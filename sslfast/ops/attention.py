@@ -106,7 +106,7 @@ def attention(q, k, v, *, attention_mask=None, causal=False, dropout_p=0.0, scal
         b, _, sq, _ = q.shape
         sk = k.shape[2]
         seqs = padded_sequence_table(b, sq, sk, attention_mask, q.device)
-        key_mask = None if attention_mask is None else (attention_mask != 0).view(torch.uint8)
+        key_mask = None if attention_mask is None else (attention_mask != 0).contiguous().view(torch.uint8)
         out, _ = flash_attention(q, k, v, seqs, key_mask=key_mask, max_seqlen_q=sq, max_seqlen_k=sk, packed=False,
                                  causal=causal, scale=scale, dropout_p=dropout_p, deterministic=deterministic)
         return out
@@ -183,6 +183,8 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"{op}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     _check_dropout(op, dropout_p)
+    if scale is not None and not scale > 0:
+        raise ValueError(f"{op}: scale must be positive, got {scale}")
     _check_cu_seqlens(op, cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], max_seqlen_q, max_seqlen_k,
                       check_cu_seqlens)
     chosen = resolve_backend(op, backend, q.device, ("triton", "torch"))

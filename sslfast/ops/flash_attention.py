@@ -23,7 +23,7 @@ def padded_sequence_table(batch: int, sq: int, sk: int, attention_mask: Optional
                           device) -> torch.Tensor:
     """(B, 7) int32 table for padded batches; the key window spans the mask's first to last real key
     (computed on the device, no host sync)."""
-    if attention_mask is None:
+    if attention_mask is None or sk == 0:
         k_lo = torch.zeros(batch, dtype=torch.int64, device=device)
         k_hi = torch.full((batch,), sk, dtype=torch.int64, device=device)
     else:
@@ -57,8 +57,20 @@ def _bth(t: torch.Tensor, packed: bool) -> tuple[int, int, int]:
     return t.stride(0), t.stride(2), t.stride(1)
 
 
-def _unit_last_stride(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
+def _kernel_ready(t: torch.Tensor, max_len: int, packed: bool) -> torch.Tensor:
+    """``t`` with a unit last stride whose offsets inside one batch entry (heads × head stride + max_len ×
+    token stride) fit the kernels' 32-bit arithmetic; a padded view is made contiguous if that is what it takes."""
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    token_stride = t.stride(0) if packed else t.stride(2)
+    span = (t.shape[1] - 1) * t.stride(1) + max(max_len - 1, 0) * token_stride + t.shape[-1]
+    if span < 2 ** 31:
+        return t
+    if not packed and not t.is_contiguous():
+        return _kernel_ready(t.contiguous(), max_len, packed)
+    raise ValueError(f"flash attention: one batch entry spans {span} elements (shape {tuple(t.shape)}, strides "
+                     f"{t.stride()}, {max_len} tokens), beyond the kernels' 32-bit offsets (2^31); split the "
+                     f"sequence or the heads")
 
 
 def _launch_params(q, dropout_p, scale):
@@ -80,11 +92,15 @@ def _grid(seqs, q, tiles):
     return (max(1, tiles), heads, batch)
 
 
-def _forward_impl(q, k, v, seqs, key_mask, seed, max_seqlen_q, packed, causal, scale, dropout_p):
+def _forward_impl(q, k, v, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal, scale, dropout_p):
     from sslfast.kernels.flash_attention import flash_attention_fwd_kernel, forward_config
-    q, k, v = (_unit_last_stride(t) for t in (q, k, v))
+    q = _kernel_ready(q, max_seqlen_q, packed)
+    k, v = (_kernel_ready(t, max_seqlen_k, packed) for t in (k, v))
     out = empty_output(q.shape, dtype=q.dtype, device=q.device)
     lse_shape = (q.shape[1], q.shape[0]) if packed else q.shape[:3]
+    if packed and q.shape[0] * q.shape[1] >= 2 ** 31:
+        raise ValueError(f"flash attention: {q.shape[0]} packed tokens × {q.shape[1]} heads of statistics exceed "
+                         f"the kernels' 32-bit offsets; split the batch")
     lse = empty_output(lse_shape, dtype=torch.float32, device=q.device)
     consts, dtype, scale, (threshold, drop_scale) = _launch_params(q, dropout_p, scale)
     launch = forward_config(consts["BLOCK_D"], dtype, dropout_p > 0, triton_interpreted())
@@ -97,10 +113,12 @@ def _forward_impl(q, k, v, seqs, key_mask, seed, max_seqlen_q, packed, causal, s
     return out, lse
 
 
-def _backward_impl(dout, q, k, v, out, lse, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal,
+def _backward_impl(dout, dlse, q, k, v, out, lse, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal,
                    scale, dropout_p, deterministic):
+    """dS = P∘(dP − delta) with delta_i = Σ_d dO·O; a gradient reaching lse adds P∘dlse, i.e. delta − dlse."""
     from sslfast.kernels import flash_attention_backward as kb
-    dout, q, k, v, out = (_unit_last_stride(t) for t in (dout, q, k, v, out))
+    dout, q, out = (_kernel_ready(t, max_seqlen_q, packed) for t in (dout, q, out))
+    k, v = (_kernel_ready(t, max_seqlen_k, packed) for t in (k, v))
     consts, dtype, scale, (threshold, drop_scale) = _launch_params(q, dropout_p, scale)
     interpreted = triton_interpreted()
     heads = q.shape[1]
@@ -114,6 +132,8 @@ def _backward_impl(dout, q, k, v, out, lse, seqs, key_mask, seed, max_seqlen_q, 
     kb.flash_attention_bwd_preprocess_kernel[_grid(seqs, q, -(-max_seqlen_q // pre["BLOCK_M"]))](
         out, dout, delta, seqs, *_bth(out, packed), *_bth(dout, packed), *_bth(lse, packed), heads,
         HEAD_DIM=consts["HEAD_DIM"], BLOCK_D=consts["BLOCK_D"], **pre)
+    if dlse is not None:
+        delta = delta - dlse
 
     dk = empty_output(k.shape, dtype=k.dtype, device=k.device)
     dv = empty_output(v.shape, dtype=v.dtype, device=v.device)
@@ -144,29 +164,30 @@ def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqs: torch.T
                 key_mask: Optional[torch.Tensor], seed: Optional[torch.Tensor], max_seqlen_q: int,
                 max_seqlen_k: int, packed: bool, causal: bool, scale: float, dropout_p: float,
                 deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return _forward_impl(q, k, v, seqs, key_mask, seed, max_seqlen_q, packed, causal, scale, dropout_p)
+    return _forward_impl(q, k, v, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal, scale,
+                         dropout_p)
 
 
 @_forward_op.register_fake
 def _(q, k, v, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal, scale, dropout_p, deterministic):
     lse_shape = (q.shape[1], q.shape[0]) if packed else q.shape[:3]
-    return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
+    return q.new_empty(q.shape), q.new_empty(lse_shape, dtype=torch.float32)  # contiguous, as the real outputs
 
 
 @torch.library.custom_op("sslfast::flash_attention_backward", mutates_args=())
-def _backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                 lse: torch.Tensor, seqs: torch.Tensor, key_mask: Optional[torch.Tensor],
-                 seed: Optional[torch.Tensor], max_seqlen_q: int, max_seqlen_k: int, packed: bool, causal: bool,
-                 scale: float, dropout_p: float, deterministic: bool
+def _backward_op(dout: torch.Tensor, dlse: Optional[torch.Tensor], q: torch.Tensor, k: torch.Tensor,
+                 v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, seqs: torch.Tensor,
+                 key_mask: Optional[torch.Tensor], seed: Optional[torch.Tensor], max_seqlen_q: int, max_seqlen_k: int,
+                 packed: bool, causal: bool, scale: float, dropout_p: float, deterministic: bool
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backward_impl(dout, q, k, v, out, lse, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed,
+    return _backward_impl(dout, dlse, q, k, v, out, lse, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed,
                           causal, scale, dropout_p, deterministic)
 
 
 @_backward_op.register_fake
-def _(dout, q, k, v, out, lse, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal, scale, dropout_p,
-      deterministic):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+def _(dout, dlse, q, k, v, out, lse, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal, scale,
+      dropout_p, deterministic):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)  # contiguous, as the real ones
 
 
 def _setup_context(ctx, inputs, output):
@@ -179,10 +200,10 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, seqs, key_mask, seed = ctx.saved_tensors
     max_q, max_k, packed, causal, scale, dropout_p, deterministic = ctx.args
-    if grad_out is None:  # only lse was used downstream: it carries no gradient to q, k, v here
+    if grad_out is None:  # only lse was used downstream
         grad_out = torch.zeros_like(out)
-    dq, dk, dv = _backward_op(grad_out, q, k, v, out, lse, seqs, key_mask, seed, max_q, max_k, packed, causal,
-                              scale, dropout_p, deterministic)
+    dq, dk, dv = _backward_op(grad_out, grad_lse, q, k, v, out, lse, seqs, key_mask, seed, max_q, max_k, packed,
+                              causal, scale, dropout_p, deterministic)
     return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
 
 
@@ -191,12 +212,17 @@ _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 def flash_attention(q, k, v, seqs, *, key_mask=None, max_seqlen_q, max_seqlen_k, packed, causal=False, scale=None,
                     dropout_p=0.0, seed=None, deterministic=False):
-    """Triton attention over a sequence table; returns (out, lse). Inputs are assumed validated.
+    """Triton attention over a sequence table; returns (out, lse), both differentiable. Inputs are assumed
+    validated. ``torch.use_deterministic_algorithms(True)`` implies ``deterministic=True``.
 
     ``key_mask`` (B, Sk) uint8 for padded batches with holes; ``seed`` (1,) int64 Philox seed (drawn from
     torch's generator when dropout is on and none is given).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    from sslfast.ops._philox import dropout_threshold
+    if dropout_threshold(dropout_p) >= 1 << 16:
+        raise ValueError(f"flash attention: dropout_p={dropout_p} rounds to 1 at the kernels' 2^-16 resolution")
+    deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
     if dropout_p > 0 and seed is None:
         seed = new_dropout_seed(q.device)
     return _forward_op(q, k, v, seqs, key_mask, seed if dropout_p > 0 else None, int(max_seqlen_q),
