@@ -1,0 +1,91 @@
+"""Time the spill-free candidate tiles of the Triton attention kernels on a GPU and print the fastest per
+launch-table entry (``kernels/flash_attention.py: FORWARD_CONFIGS``, ``flash_attention_backward.py:
+BACKWARD_CONFIGS``). The tables were picked by register counts alone; run this on the first lent GPU:
+
+    TRITON_INTERPRET=0 python benchmarks/tune_flash_attention.py --json out/tune.json
+
+A candidate that fails to launch is recorded with its error; one that spills registers is timed like the
+others (and loses); before adopting a winner, ``python -m sslfast.aot`` must still pass. Forward entries are
+timed on the forward; backward entries on forward+backward with the other tables unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+CANDIDATES = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 32, 8, 3), (128, 32, 4, 3),
+              (64, 128, 8, 2), (64, 64, 4, 3), (64, 64, 8, 2), (64, 32, 4, 2), (32, 128, 8, 2), (32, 64, 8, 2),
+              (16, 64, 8, 2), (64, 16, 4, 2), (64, 16, 8, 2), (32, 32, 8, 1)]
+
+
+def _time_ms(fn) -> float:
+    import triton.testing
+    return float(triton.testing.do_bench(fn, warmup=25, rep=100))
+
+
+def _case(head_dim, causal, seqlen=4096, tokens=16384, dtype=torch.bfloat16):
+    heads = 2048 // head_dim
+    q, k, v = (torch.randn(tokens // seqlen, heads, seqlen, head_dim, device="cuda", dtype=dtype,
+                           requires_grad=True) for _ in range(3))
+    return q, k, v, causal
+
+
+def main(argv=None) -> None:
+    from sslfast.kernels import flash_attention as fwd_module
+    from sslfast.kernels import flash_attention_backward as bwd_module
+    from sslfast.ops import attention
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write every timing here")
+    parser.add_argument("--seqlen", type=int, default=4096)
+    args = parser.parse_args(argv)
+    records = []
+    for head_dim in (64, 128):
+        block_d = head_dim
+        for causal in (False, True):
+            q, k, v, _ = _case(head_dim, causal, args.seqlen)
+            grad = torch.randn_like(q)
+
+            def forward():
+                with torch.no_grad():
+                    attention(q, k, v, causal=causal)
+
+            def forward_backward():
+                q.grad = k.grad = v.grad = None
+                attention(q, k, v, causal=causal).backward(grad)
+
+            entries = [("fwd", fwd_module.FORWARD_CONFIGS, ("16", block_d, False), forward)]
+            for kind in ("dkdv_atomic", "dkdv", "dq"):
+                key = (kind, "16", block_d)
+                if key in bwd_module.BACKWARD_CONFIGS:
+                    entries.append((kind, bwd_module.BACKWARD_CONFIGS, key, forward_backward))
+            for kind, table, key, fn in entries:
+                original = table[key]
+                for cand in CANDIDATES:
+                    table[key] = cand if kind == "fwd" else (cand, table[key][1])
+                    try:
+                        ms = _time_ms(fn)
+                    except Exception as exc:  # out of resources, launch failure: not a candidate here
+                        ms, error = None, f"{type(exc).__name__}: {str(exc)[:120]}"
+                    else:
+                        error = None
+                    records.append(dict(kind=kind, head_dim=head_dim, causal=causal, seqlen=args.seqlen,
+                                        config=cand, ms=ms, error=error))
+                    print(records[-1], flush=True)
+                table[key] = original
+                timed = [r for r in records if r["kind"] == kind and r["head_dim"] == head_dim
+                         and r["causal"] == causal and r["ms"] is not None]
+                if timed:
+                    best = min(timed, key=lambda r: r["ms"])
+                    print(f"BEST {kind} d={head_dim} causal={causal}: {best['config']} {best['ms']:.3f} ms "
+                          f"(table: {original})", flush=True)
+    if args.json:
+        env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "records": records}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
