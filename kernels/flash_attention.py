@@ -6,8 +6,8 @@ sequence's key window [k_lo, k_hi) or above the causal diagonal are never loaded
 their block size, and tiles strictly inside the window and below the diagonal run without masking. An
 optional (B, Sk) key mask covers padding with holes. Batch and sequence bases are 64-bit; offsets inside a
 batch entry are 32-bit (the launcher checks they fit). Statistics are fp32; the natural-log log-sum-exp of
-every query row is saved for the backward (+inf for a row that sees no key, whose output is 0). Dropout zeroes probabilities with a counter-based
-Philox draw, so the backward regenerates the same mask.
+every query row is saved for the backward (+inf for a row that sees no key, whose output is 0). Dropout
+zeroes probabilities with a counter-based Philox draw, so the backward regenerates the same mask.
 """
 import triton
 import triton.language as tl

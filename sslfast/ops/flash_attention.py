@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from sslfast.ops._dispatch import empty_output, triton_interpreted
+from sslfast.ops._philox import dropout_threshold, effective_dropout_p
 
 __all__ = ["padded_sequence_table", "packed_sequence_table", "flash_attention", "new_dropout_seed"]
 
@@ -57,6 +58,11 @@ def _bth(t: torch.Tensor, packed: bool) -> tuple[int, int, int]:
     return t.stride(0), t.stride(2), t.stride(1)
 
 
+def _lse_shape(q: torch.Tensor, packed: bool) -> tuple[int, ...]:
+    """Log-sum-exp per query row: (H, Tq) packed, (B, H, Sq) padded."""
+    return (q.shape[1], q.shape[0]) if packed else tuple(q.shape[:3])
+
+
 def _kernel_ready(t: torch.Tensor, max_len: int, packed: bool) -> torch.Tensor:
     """``t`` with a unit last stride whose offsets inside one batch entry (heads × head stride + max_len ×
     token stride) fit the kernels' 32-bit arithmetic; a padded view is made contiguous if that is what it takes."""
@@ -80,7 +86,6 @@ def _launch_params(q, dropout_p, scale):
 
 
 def _dropout_args(dropout_p: float):
-    from sslfast.ops._philox import dropout_threshold, effective_dropout_p
     return dropout_threshold(dropout_p), 1.0 / (1.0 - effective_dropout_p(dropout_p))
 
 
@@ -97,11 +102,10 @@ def _forward_impl(q, k, v, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, pac
     q = _kernel_ready(q, max_seqlen_q, packed)
     k, v = (_kernel_ready(t, max_seqlen_k, packed) for t in (k, v))
     out = empty_output(q.shape, dtype=q.dtype, device=q.device)
-    lse_shape = (q.shape[1], q.shape[0]) if packed else q.shape[:3]
     if packed and q.shape[0] * q.shape[1] >= 2 ** 31:
         raise ValueError(f"flash attention: {q.shape[0]} packed tokens × {q.shape[1]} heads of statistics exceed "
                          f"the kernels' 32-bit offsets; split the batch")
-    lse = empty_output(lse_shape, dtype=torch.float32, device=q.device)
+    lse = empty_output(_lse_shape(q, packed), dtype=torch.float32, device=q.device)
     consts, dtype, scale, (threshold, drop_scale) = _launch_params(q, dropout_p, scale)
     launch = forward_config(consts["BLOCK_D"], dtype, dropout_p > 0, triton_interpreted())
     grid = _grid(seqs, q, -(-max_seqlen_q // launch["BLOCK_M"]))
@@ -170,8 +174,7 @@ def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqs: torch.T
 
 @_forward_op.register_fake
 def _(q, k, v, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal, scale, dropout_p, deterministic):
-    lse_shape = (q.shape[1], q.shape[0]) if packed else q.shape[:3]
-    return q.new_empty(q.shape), q.new_empty(lse_shape, dtype=torch.float32)  # contiguous, as the real outputs
+    return q.new_empty(q.shape), q.new_empty(_lse_shape(q, packed), dtype=torch.float32)  # contiguous, as the real
 
 
 @torch.library.custom_op("sslfast::flash_attention_backward", mutates_args=())
@@ -219,7 +222,6 @@ def flash_attention(q, k, v, seqs, *, key_mask=None, max_seqlen_q, max_seqlen_k,
     torch's generator when dropout is on and none is given).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    from sslfast.ops._philox import dropout_threshold
     if dropout_threshold(dropout_p) >= 1 << 16:
         raise ValueError(f"flash attention: dropout_p={dropout_p} rounds to 1 at the kernels' 2^-16 resolution")
     deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
