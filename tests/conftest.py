@@ -10,6 +10,9 @@ os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(os.path.dirname(__file__)
 os.environ.setdefault("SSLFAST_POISON", "1")  # kernel outputs start as NaN / -7
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if "SSLFAST_CACHE" not in os.environ:  # parsed corpora and tokenized caches: per test session, never $HOME
+    import tempfile
+    os.environ["SSLFAST_CACHE"] = tempfile.mkdtemp(prefix="sslfast-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -47,13 +47,16 @@ def _activation(name: str):
 
 @dataclasses.dataclass
 class TokenLayout:
-    """Where the real tokens of a (B, S) batch are: ``indices`` (T,) into the flattened B*S positions,
-    ``cu_seqlens`` (B+1,) int32 and ``max_seqlen``; ``indices is None`` when there is no padding."""
+    """Where the real tokens of a batch are. Padded input (B, S): ``indices`` (T,) into the flattened B*S
+    positions (``None`` when there is no padding). Packed input (T,) or (1, T) with ``cu_seqlens``:
+    ``packed_shape`` is that leading shape. ``cu_seqlens`` (B+1,) int32 and ``max_seqlen`` describe the
+    sequences whenever they are not all full rows."""
     batch: int
     seqlen: int
     indices: Optional[torch.Tensor] = None
     cu_seqlens: Optional[torch.Tensor] = None
     max_seqlen: int = 0
+    packed_shape: Optional[tuple] = None
 
     @classmethod
     def from_mask(cls, attention_mask: Optional[torch.Tensor], batch: int, seqlen: int) -> "TokenLayout":
@@ -71,20 +74,77 @@ class TokenLayout:
         cu_seqlens = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
         return cls(batch, seqlen, indices, cu_seqlens, counts[1])
 
+    @classmethod
+    def from_cu_seqlens(cls, cu_seqlens: torch.Tensor, max_seqlen: Optional[int], packed_shape: tuple,
+                        device) -> "TokenLayout":
+        """Packed sequences: tokens (T,) or (1, T) delimited by ``cu_seqlens`` (B+1,), checked in one sync."""
+        total = packed_shape[-1]
+        if len(packed_shape) == 2 and packed_shape[0] != 1:
+            raise ValueError(f"packed input_ids must be (total,) or (1, total) with cu_seqlens, got {packed_shape}")
+        if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError("cu_seqlens must be a 1-D tensor of batch+1 >= 2 cumulative lengths")
+        if cu_seqlens.dtype.is_floating_point:
+            raise TypeError(f"cu_seqlens must hold integers, got {cu_seqlens.dtype}")
+        cu = cu_seqlens.to(device=device, dtype=torch.int32)
+        lengths = cu[1:] - cu[:-1]
+        first, last, shortest, longest = torch.stack([cu[0], cu[-1], lengths.min(), lengths.max()]).tolist()
+        if first != 0 or shortest < 0 or last != total:
+            raise ValueError(f"cu_seqlens must start at 0, never decrease and end at the {total} packed tokens; "
+                             f"got start {first}, end {last}")
+        if max_seqlen is not None and longest > max_seqlen:
+            raise ValueError(f"a sequence is longer ({longest}) than max_seqlen={max_seqlen}")
+        return cls(cu.numel() - 1, longest, None, cu, longest, tuple(packed_shape))
+
     @property
     def padded(self) -> bool:
+        """True when the input is a (B, S) grid with padding positions."""
         return self.indices is not None
 
+    @property
+    def varlen(self) -> bool:
+        """True when the sequences are not all full rows (attention goes through ``varlen_attention``)."""
+        return self.cu_seqlens is not None
+
+    @property
+    def total(self) -> int:
+        if self.packed_shape is not None:
+            return self.packed_shape[-1]
+        return self.indices.numel() if self.padded else self.batch * self.seqlen
+
+    def check(self, name: str, t: Optional[torch.Tensor]) -> None:
+        """``t`` must have the input's token shape (B, S), or (T,) / (1, T) when packed."""
+        want = self.packed_shape if self.packed_shape is not None else (self.batch, self.seqlen)
+        if t is not None and tuple(t.shape[:len(want)]) != tuple(want):
+            raise ValueError(f"{name} must have the input's token shape {tuple(want)}, got {tuple(t.shape)}")
+
     def pack(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, S, ...) → (T, ...) real tokens."""
+        """(B, S, ...) or the packed input shape → (T, ...) real tokens."""
+        if self.packed_shape is not None:
+            return x.reshape(self.total, *x.shape[len(self.packed_shape):])
         flat = x.reshape(self.batch * self.seqlen, *x.shape[2:])
         return flat.index_select(0, self.indices) if self.padded else flat
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """(T, ...) → (B, S, ...), zeros at padding."""
+        """(T, ...) → the input's token shape (B, S, ...), zeros at padding; packed inputs stay packed."""
+        if self.packed_shape is not None:
+            return x.view(*self.packed_shape, *x.shape[1:])
         if self.padded:
             x = x.new_zeros(self.batch * self.seqlen, *x.shape[1:]).index_copy(0, self.indices, x)
         return x.view(self.batch, self.seqlen, *x.shape[1:])
+
+    def sequence_positions(self, device) -> torch.Tensor:
+        """(T,) position of every packed token inside its sequence (packed input only)."""
+        lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
+        starts = torch.repeat_interleave(self.cu_seqlens[:-1].long(), lengths, output_size=self.total)
+        return torch.arange(self.total, device=device) - starts
+
+    def first_tokens(self, packed: torch.Tensor) -> torch.Tensor:
+        """(B, ...) each sequence's position 0 (as HF: position 0 even where it is padding, which gives 0)."""
+        if self.packed_shape is not None:
+            return packed.index_select(0, self.cu_seqlens[:-1].long())
+        if self.padded:
+            return self.unpack(packed)[:, 0]
+        return packed.view(self.batch, self.seqlen, *packed.shape[1:])[:, 0]
 
 
 class BertEmbeddings(nn.Module):
@@ -100,20 +160,24 @@ class BertEmbeddings(nn.Module):
                 inputs_embeds=None) -> torch.Tensor:
         """Embeddings of the real tokens only: (T, D)."""
         device = (input_ids if input_ids is not None else inputs_embeds).device
-        b, s = layout.batch, layout.seqlen
-        if s > self.position_embeddings.num_embeddings:
-            raise ValueError(f"sequence length {s} exceeds max_position_embeddings="
+        if layout.seqlen > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {layout.seqlen} exceeds max_position_embeddings="
                              f"{self.position_embeddings.num_embeddings}")
-        if position_ids is None:
-            position_ids = torch.arange(s, device=device).expand(b, s)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(b, s, dtype=torch.long, device=device)
-        if inputs_embeds is None:
-            x = self.word_embeddings(layout.pack(input_ids))  # (T, D)
+        if layout.packed_shape is not None:
+            positions = layout.pack(position_ids) if position_ids is not None else layout.sequence_positions(device)
+            types = layout.pack(token_type_ids) if token_type_ids is not None else None
         else:
-            x = layout.pack(inputs_embeds)
-        x = x + self.token_type_embeddings(layout.pack(token_type_ids.expand(b, s)))
-        x = x + self.position_embeddings(layout.pack(position_ids.expand(b, s)))
+            b, s = layout.batch, layout.seqlen
+            if position_ids is None:
+                position_ids = torch.arange(s, device=device).expand(b, s)
+            positions = layout.pack(position_ids.expand(b, s))
+            types = None if token_type_ids is None else layout.pack(token_type_ids.expand(b, s))
+        x = self.word_embeddings(layout.pack(input_ids)) if inputs_embeds is None else layout.pack(inputs_embeds)
+        if types is None:  # all zeros: one row of the table
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(types)
+        x = x + self.position_embeddings(positions)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -137,7 +201,7 @@ class BertSelfAttention(nn.Module):
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         q, k, v = F.linear(x, weight, bias).view(t, 3, h, hd).unbind(1)  # (T, H, hd) each
         p = self.dropout_p if self.training else 0.0
-        if layout.padded:
+        if layout.varlen:
             cu, m = layout.cu_seqlens, layout.max_seqlen
             out = varlen_attention(q, k, v, cu, cu, m, m, dropout_p=p, check_cu_seqlens=False)  # (T, H, hd)
             return out.reshape(t, d)
@@ -291,23 +355,37 @@ class BertModel(BertPreTrainedModel):
         return self.embeddings.word_embeddings
 
     def encode(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-               inputs_embeds=None, output_hidden_states=False):
-        """The packed encoder output (T, D), its :class:`TokenLayout` and, if asked, every layer's (T, D)."""
+               inputs_embeds=None, output_hidden_states=False, cu_seqlens=None, max_seqlen=None):
+        """The packed encoder output (T, D), its :class:`TokenLayout` and, if asked, every layer's (T, D).
+
+        Input is a padded batch (B, S) with an optional ``attention_mask``, or, with ``cu_seqlens``
+        (B+1,), sequences already packed as (T,) or (1, T) (``max_seqlen``: the longest, optional)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         ref = input_ids if input_ids is not None else inputs_embeds
-        if ref.dim() != (2 if input_ids is not None else 3):
+        token_dims = ref.dim() - (0 if input_ids is not None else 1)
+        if cu_seqlens is not None:
+            if attention_mask is not None:
+                raise ValueError("pass either attention_mask (padded batch) or cu_seqlens (packed), not both")
+            if token_dims not in (1, 2):
+                raise ValueError(f"packed input_ids must be (total,) or (1, total), got {tuple(ref.shape)}")
+        elif token_dims != 2:
             raise ValueError(f"input_ids must be (batch, seq_len) / inputs_embeds (batch, seq_len, hidden), got "
                              f"{tuple(ref.shape)}")
-        b, s = ref.shape[:2]
-        if b == 0 or s == 0:
+        if ref.numel() == 0:
             raise ValueError(f"empty batch: input shape {tuple(ref.shape)}")
         if input_ids is not None:
             vocab = self.embeddings.word_embeddings.num_embeddings
             lo_hi = torch.stack([input_ids.min(), input_ids.max()]).tolist()
             if lo_hi[0] < 0 or lo_hi[1] >= vocab:
                 raise ValueError(f"input_ids must be in [0, {vocab}), got values in [{lo_hi[0]}, {lo_hi[1]}]")
-        layout = TokenLayout.from_mask(attention_mask, b, s)
+        if cu_seqlens is not None:
+            layout = TokenLayout.from_cu_seqlens(cu_seqlens, max_seqlen, tuple(ref.shape[:token_dims]), ref.device)
+        else:
+            layout = TokenLayout.from_mask(attention_mask, *ref.shape[:2])
+        for name, t in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+            if layout.packed_shape is not None:
+                layout.check(name, t)
         x = self.embeddings(layout, input_ids, token_type_ids, position_ids, inputs_embeds)  # (T, D)
         x, states = self.encoder(x, layout, keep_all=output_hidden_states)
         return x, layout, states
@@ -316,17 +394,17 @@ class BertModel(BertPreTrainedModel):
         """The pooler over each sequence's first position (as HF: position 0, padding or not)."""
         if self.pooler is None:
             return None
-        first = layout.unpack(packed)[:, 0] if layout.padded else packed.view(layout.batch, layout.seqlen, -1)[:, 0]
-        return self.pooler(first)
+        return self.pooler(layout.first_tokens(packed))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, output_hidden_states=None, return_dict=None, output_attentions=None,
-                head_mask=None, encoder_hidden_states=None, past_key_values=None, use_cache=None, **unused):
+                head_mask=None, encoder_hidden_states=None, past_key_values=None, use_cache=None, cu_seqlens=None,
+                max_seqlen=None, **unused):
         _check_no_unsupported(output_attentions=output_attentions, head_mask=head_mask is not None,
                               encoder_hidden_states=encoder_hidden_states is not None,
                               past_key_values=past_key_values is not None, use_cache=use_cache)
         packed, layout, states = self.encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                             inputs_embeds, bool(output_hidden_states))
+                                             inputs_embeds, bool(output_hidden_states), cu_seqlens, max_seqlen)
         out = ModelOutput(last_hidden_state=layout.unpack(packed), pooler_output=self.pool(packed, layout),
                           hidden_states=None if states is None else tuple(layout.unpack(h) for h in states))
         return out if return_dict is not False else out.to_tuple()
@@ -381,9 +459,9 @@ def _mlm_outputs(model, packed, layout, labels, return_logits):
     head = model.cls.predictions
     loss = None
     if labels is not None:
-        if tuple(labels.shape) != (layout.batch, layout.seqlen):
-            raise ValueError(f"labels must be (batch, seq_len) = {(layout.batch, layout.seqlen)}, "
-                             f"got {tuple(labels.shape)}")
+        layout.check("labels", labels)
+        if labels.dim() != (len(layout.packed_shape) if layout.packed_shape else 2):
+            raise ValueError(f"labels must have the input's token shape, got {tuple(labels.shape)}")
         loss = head.loss(packed, layout.pack(labels))
         # labels at padding positions are ignored here (HF would score them against padding outputs)
     logits = layout.unpack(head(packed)) if labels is None or return_logits else None
@@ -408,10 +486,10 @@ class BertForMaskedLM(BertPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_hidden_states=None, return_dict=None,
-                return_logits=False, **unsupported):
+                return_logits=False, cu_seqlens=None, max_seqlen=None, **unsupported):
         _check_no_unsupported(**{k: v for k, v in unsupported.items() if v is not None})
         packed, layout, states = self.bert.encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                                  inputs_embeds, bool(output_hidden_states))
+                                                  inputs_embeds, bool(output_hidden_states), cu_seqlens, max_seqlen)
         loss, logits = _mlm_outputs(self, packed, layout, labels, return_logits)
         out = ModelOutput(loss=loss, logits=logits, hidden_states=_padded_states(states, layout))
         return out if return_dict is not False else out.to_tuple()
@@ -435,10 +513,10 @@ class BertForPreTraining(BertPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, next_sentence_label=None, output_hidden_states=None,
-                return_dict=None, return_logits=False, **unsupported):
+                return_dict=None, return_logits=False, cu_seqlens=None, max_seqlen=None, **unsupported):
         _check_no_unsupported(**{k: v for k, v in unsupported.items() if v is not None})
         packed, layout, states = self.bert.encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                                  inputs_embeds, bool(output_hidden_states))
+                                                  inputs_embeds, bool(output_hidden_states), cu_seqlens, max_seqlen)
         mlm_loss, logits = _mlm_outputs(self, packed, layout, labels, return_logits)
         pair_logits = self.cls.seq_relationship(self.bert.pool(packed, layout))  # (B, 2)
         loss = None

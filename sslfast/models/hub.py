@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 
 import torch
 import torch.nn as nn
 
+from sslfast._atomic import atomic_write
 from sslfast.models.config import config_to_dict, load_config
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -39,20 +39,6 @@ def read_state_dict(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors, pickle and JSON each raise their own types
             raise CheckpointError(f"cannot read {path}: {err}") from err
     raise CheckpointError(f"no weights in {directory!r}: expected one of {', '.join(WEIGHT_FILES)}")
-
-
-def _atomic_write(path: str, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a reader never sees a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class PretrainedMixin:
@@ -127,10 +113,10 @@ class PretrainedMixin:
             if key in state and source_key in state and state[key].data_ptr() == state[source_key].data_ptr():
                 del state[key]
         state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        _atomic_write(os.path.join(directory, "model.safetensors"),
+        atomic_write(os.path.join(directory, "model.safetensors"),
                       lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
 
         def write_config(tmp):
             with open(tmp, "w") as f:
                 json.dump(values, f, indent=2, sort_keys=True, default=str)
-        _atomic_write(os.path.join(directory, "config.json"), write_config)
+        atomic_write(os.path.join(directory, "config.json"), write_config)
