@@ -72,6 +72,14 @@ def test_load_corpus_txt_jsonl_and_folders(tmp_path):
     assert D.load_corpus([tmp_path / "a.txt"]).sha256 != whole.sha256
 
 
+def test_sentence_splitting_keeps_closing_quotes_and_json_line_separators(tmp_path):
+    assert D.split_sentences('He said "stop." Then (see below.) Next one? Yes.') == \
+        ['He said "stop."', "Then (see below.)", "Next one?", "Yes."]
+    (tmp_path / "u.jsonl").write_text(json.dumps({"text": "A line\u2028separator inside. Fine."}, ensure_ascii=False))
+    assert D.load_corpus(tmp_path / "u.jsonl") == [["A line separator inside.", "Fine."]]  # whitespace collapsed
+    assert D.Corpus([[]]).sha256 != D.Corpus([[""]]).sha256
+
+
 def test_load_corpus_errors_name_the_problem(tmp_path):
     with pytest.raises(D.CorpusError, match="no such file"):
         D.load_corpus(tmp_path / "missing.txt")
@@ -172,6 +180,9 @@ def test_tokenized_cache_is_reused_sharded_at_documents_and_rebuilt_when_damaged
     os.remove(os.path.join(built.directory, built.meta["shards"][1]["file"]))
     rebuilt = D.TokenizedCorpus.build(small, wordpiece, cache_dir=tmp_path, shard_tokens=3000, progress=False)
     assert np.array_equal(rebuilt.document_tokens(5), memory.document_tokens(5))
+    os.remove(os.path.join(rebuilt.directory, "meta.json"))  # an entry left half-deleted
+    again = D.TokenizedCorpus.build(small, wordpiece, cache_dir=tmp_path, shard_tokens=3000, progress=False)
+    assert np.array_equal(again.document_tokens(7), memory.document_tokens(7))
 
 
 def test_large_vocabularies_are_stored_as_uint32(tmp_path):
@@ -261,6 +272,23 @@ def test_whole_word_masking_keeps_words_together(tokenized, wordpiece, special):
         D.continuation_table(D.train_tokenizer([["some text here."]], "bpe", vocab_size=300))
 
 
+def test_whole_word_masking_on_a_hand_made_row():
+    # [CLS] un ##believ ##able word [SEP] ##cut next ; the cut piece after [SEP] is a word of its own
+    ids = torch.tensor([[2, 10, 11, 12, 13, 3, 14, 15]]).repeat(4000, 1)
+    cont = torch.tensor([[False, False, True, True, False, False, True, False]]).repeat(4000, 1)
+    special = torch.zeros_like(cont)
+    special[:, [0, 5]] = True
+    _, labels = D.mask_tokens(ids, mask_token_id=4, vocab_size=20, special_tokens_mask=special,
+                              continuation_mask=cont, mlm_probability=0.5, generator=torch.Generator().manual_seed(1))
+    chosen = labels != -100
+    assert not chosen[:, [0, 5]].any()
+    assert torch.equal(chosen[:, 1], chosen[:, 2]) and torch.equal(chosen[:, 1], chosen[:, 3])
+    for a, b in ((1, 4), (4, 6), (6, 7), (1, 6)):  # different words are drawn independently
+        agree = float((chosen[:, a] == chosen[:, b]).float().mean())
+        assert 0.4 < agree < 0.6, (a, b, agree)
+    assert within(float(chosen[:, 6].float().mean()), 0.5, 4000)
+
+
 def test_mask_tokens_errors():
     ids = torch.randint(0, 10, (2, 5))
     with pytest.raises(TypeError, match="int64"):
@@ -328,8 +356,10 @@ def test_sentence_pairs_from_documents_and_a_seed(corpus, wordpiece):
 
 
 def test_sentence_pair_errors(tokenized, special, wordpiece):
-    with pytest.raises(D.CorpusError, match="at least two non-empty documents"):
+    with pytest.raises(D.CorpusError, match="at least two distinct non-empty documents"):
         D.SentencePairDataset(tokenized, max_length=64, special=special, documents=[0])
+    with pytest.raises(D.CorpusError, match="at least two distinct non-empty documents"):
+        D.SentencePairDataset(tokenized, max_length=64, special=special, documents=[0, 0])
     with pytest.raises(ValueError, match="objective"):
         D.SentencePairDataset(tokenized, max_length=64, special=special, objective="mlm")
     with pytest.raises(ValueError, match="max_length"):
@@ -370,6 +400,25 @@ def test_causal_lm_packed_rows_never_cross_documents(tokenized, special):
         assert (piece[:-1] != special.eos).all(), "a piece spans an end-of-text"
         assert batch["position_ids"].view(-1)[lo:hi].tolist() == list(range(hi - lo))
         assert batch["labels"].view(-1)[lo] == -100 and torch.equal(batch["labels"].view(-1)[lo + 1:hi], piece[1:])
+
+
+def test_causal_lm_document_ending_exactly_at_a_piece_boundary(wordpiece, special):
+    corpus = D.TokenizedCorpus.encode([["the sum of"], ["the value"]], wordpiece)
+    lengths = [len(corpus.document_tokens(d)) for d in range(2)]
+    ds = D.CausalLMDataset(corpus, seq_len=lengths[1] + 1, special=special, packed=False)  # doc 1 + eos fills one
+    ds_short = D.CausalLMDataset(corpus, seq_len=lengths[1], special=special, packed=False)  # eos alone in a piece
+    assert ds[len(ds) - 1]["input_ids"][-1] == special.eos
+    assert ds_short[len(ds_short) - 1]["input_ids"].tolist() == [special.eos]
+
+
+def test_packed_rows_with_padding_and_empty_documents_collate_correctly(special):
+    ids, cu = D.pack_documents([[5, 6], [], [7, 8, 9], [10]], 4, drop_last=False, pad_token_id=0)
+    assert [c.tolist() for c in cu] == [[0, 2, 4], [0, 1, 2]]
+    batch = D.CausalLMCollator(special)([{"input_ids": ids[r].numpy(), "cu_seqlens": cu[r].numpy()}
+                                         for r in range(2)], [])
+    assert batch["cu_seqlens"].tolist() == [0, 2, 4, 5, 6, 8]
+    assert batch["labels"].tolist() == [[-100, 6, -100, 8], [-100, -100, -100, -100]]
+    assert batch["position_ids"].tolist() == [[0, 1, 0, 1], [0, 0, 0, 1]]
 
 
 def test_causal_lm_per_document_padding(tokenized, special):
@@ -420,6 +469,10 @@ def test_accumulated_micro_batches_equal_the_ranks_micro_batches():
     accumulating.advance()
     with pytest.raises(ValueError, match="middle of a global batch"):
         ranks[0].load_state_dict(accumulating.state_dict())
+    four[0].advance()
+    same_accumulation = D.ResumableSampler(64, batch_size=4, seed=2, accumulation=2)
+    with pytest.raises(ValueError, match="middle of a global batch"):  # same accumulation, other world size
+        same_accumulation.load_state_dict(four[0].state_dict())
 
 
 def test_sampler_state_restores_and_checks_the_data():

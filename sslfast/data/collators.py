@@ -130,12 +130,18 @@ class CausalLMCollator:
     def _packed(examples) -> dict:
         ids = torch.from_numpy(np.stack([np.asarray(e["input_ids"], dtype=np.int64) for e in examples]))  # (B, S)
         b, s = ids.shape
-        cu_rows = [np.asarray(e["cu_seqlens"], dtype=np.int64) for e in examples]
+        labels = ids.clone().view(-1)
+        cu_rows = []
+        for r, e in enumerate(examples):
+            c = np.unique(np.asarray(e["cu_seqlens"], dtype=np.int64))  # empty pieces dropped
+            if c[-1] < s:  # a padded last row (pack_documents(drop_last=False)): padding is its own piece
+                labels[r * s + c[-1]:(r + 1) * s] = IGNORE_INDEX
+                c = np.append(c, s)
+            cu_rows.append(c)
         cu = np.concatenate([[0]] + [r * s + c[1:] for r, c in enumerate(cu_rows)])  # over the B*S tokens
         piece_lengths = np.diff(cu)
         starts = np.repeat(cu[:-1], piece_lengths)  # (B*S,) start of each token's piece
         position_ids = torch.from_numpy(np.arange(b * s) - starts).view(b, s)
-        labels = ids.clone().view(-1)
         labels[torch.from_numpy(cu[:-1])] = IGNORE_INDEX
         return {"input_ids": ids, "labels": labels.view(b, s), "position_ids": position_ids,
                 "cu_seqlens": torch.from_numpy(cu.astype(np.int32)), "max_seqlen": int(piece_lengths.max())}

@@ -28,7 +28,8 @@ __all__ = ["Corpus", "CorpusError", "default_corpus", "load_corpus", "split_sent
 # standard-library folders that hold tests, bundled third-party code or generated tables, not prose
 _SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3",
                  "ensurepip", "turtledemo", "encodings"}
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+# whitespace after . ! ? (and any closing quote or bracket) before a capital, digit or opening quote
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _MIN_WORDS = 3  # a fragment with fewer real words ("Args:", "Returns None.") is not a sentence
 
@@ -47,10 +48,11 @@ class Corpus(list):
 
     @property
     def sha256(self) -> str:
-        """SHA-256 of the text: sentences joined by U+001F, documents by U+001E."""
+        """SHA-256 of the text: per document its sentence count, then its sentences joined by U+001F."""
         if self._sha256 is None:
             digest = hashlib.sha256()
             for doc in self:
+                digest.update(len(doc).to_bytes(8, "little"))  # [[]] and [[""]] differ
                 digest.update("\x1f".join(doc).encode("utf-8"))
                 digest.update(b"\x1e")
             self._sha256 = digest.hexdigest()
@@ -168,7 +170,7 @@ def _paragraph_sentences(text: str) -> list[str]:
 
 def _jsonl_documents(path: str, text_field: str) -> list[list[str]]:
     documents = []
-    for number, line in enumerate(_read_text(path).splitlines(), 1):
+    for number, line in enumerate(_read_text(path).split("\n"), 1):  # not splitlines(): U+2028 is valid JSON
         if not line.strip():
             continue
         try:

@@ -44,7 +44,7 @@ def pack_documents(token_lists: Sequence[Sequence[int]], seq_len: int, *, drop_l
     rows = total // seq_len if drop_last else -(-total // seq_len)
     if rows == 0:
         raise ValueError(f"{total} tokens make no full row of {seq_len}" if total else "no tokens to pack")
-    boundaries = np.cumsum(lengths)
+    boundaries = np.unique(np.cumsum(lengths))  # empty documents add no boundary
     boundaries = boundaries[(boundaries > 0) & (boundaries < total)]
     padded = np.full(rows * seq_len, pad_token_id, dtype=np.int64)
     padded[:min(total, rows * seq_len)] = stream[:rows * seq_len]
@@ -95,7 +95,8 @@ class CausalLMDataset:
         """Tokens ``[start, end)`` of document k followed by its eos (stream coordinates inside it)."""
         d0, d1 = self.doc_spans[k]
         length = int(d1 - d0)
-        body = self.corpus.tokens(int(d0) + start, int(d0) + min(end, length)).astype(np.int64)
+        body = self.corpus.tokens(int(d0) + start, int(d0) + min(end, length)).astype(np.int64) \
+            if start < length else np.zeros(0, np.int64)
         return np.append(body, self.special.eos) if end > length else body
 
     def __getitem__(self, i: int) -> dict:

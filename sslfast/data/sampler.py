@@ -9,6 +9,8 @@ and a resumed run continues with exactly the batches an uninterrupted run would 
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 __all__ = ["ResumableSampler", "example_seeds"]
@@ -58,6 +60,7 @@ class ResumableSampler:
                              f"lower the batch size")
         self.epoch, self.batches_done = 0, 0
         self._order_epoch, self._order = None, None
+        self._order_lock = threading.Lock()  # the loader's prefetch thread and the caller may both ask
 
     @property
     def steps_per_epoch(self) -> int:
@@ -72,11 +75,13 @@ class ResumableSampler:
 
     def order(self, epoch: int) -> np.ndarray:
         """The epoch's permutation of all example indices (cached for the current epoch)."""
-        if self._order_epoch != epoch:
-            n = self.num_examples
-            self._order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-            self._order_epoch = epoch
-        return self._order
+        with self._order_lock:
+            if self._order_epoch != epoch:
+                n = self.num_examples
+                self._order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else \
+                    np.arange(n)
+                self._order_epoch = epoch
+            return self._order
 
     def batch(self, epoch: int, k: int) -> np.ndarray:
         """This rank's indices of micro-batch ``k`` of ``epoch`` (micro-batch ``k % accumulation`` of global
@@ -97,7 +102,8 @@ class ResumableSampler:
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "steps_done": self.batches_done / self.accumulation,
-                "batches_done": self.batches_done, "accumulation": self.accumulation, "seed": self.seed,
+                "batches_done": self.batches_done, "accumulation": self.accumulation, "world_size": self.world_size,
+                "batch_size": self.batch_size, "seed": self.seed,
                 "num_examples": self.num_examples, "global_batch": self.global_batch, "shuffle": self.shuffle,
                 "drop_last": self.drop_last}
 
@@ -110,7 +116,9 @@ class ResumableSampler:
                 raise ValueError(f"cannot resume the data order: saved {key}={state[key]!r}, this run has "
                                  f"{getattr(self, key)!r}")
         steps, within = divmod(int(state["batches_done"]), int(state.get("accumulation", 1)))
-        if within and state.get("accumulation", 1) != self.accumulation:
-            raise ValueError("cannot change the micro-batch split in the middle of a global batch")
+        if within and (state.get("accumulation", 1), state.get("world_size", 1)) != (self.accumulation,
+                                                                                      self.world_size):
+            raise ValueError("cannot change the micro-batch split (world size or accumulation) in the middle of a "
+                             "global batch")
         self.epoch = int(state["epoch"])
         self.batches_done = steps * self.accumulation + within

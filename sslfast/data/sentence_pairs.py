@@ -3,8 +3,8 @@
 ``[CLS] A [SEP] B [SEP]`` with ``token_type_ids`` 0 over ``[CLS] A [SEP]`` and 1 over ``B [SEP]``.
 ``next_sentence_label`` follows Hugging Face: for NSP 0 = B continues A, 1 = B comes from another
 document; for SOP 0 = A then B in their original order, 1 = swapped. Segments are built as in Google's
-``create_pretraining_data.py``: sentences of a document are gathered up to the target length (a shorter
-target with probability ``short_seq_prob``), cut at a random sentence boundary into A and B, and the pair
+``create_pretraining_data.py``: sentences of a document are gathered up to the target length (for a
+document, a shorter random target with probability ``short_seq_prob``), cut at a random sentence boundary into A and B, and the pair
 is truncated to fit, one token at a time from the longer segment's front or back at random.
 """
 from __future__ import annotations
@@ -38,10 +38,10 @@ class SentencePairDataset:
             raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
         self.corpus, self.max_length, self.special, self.objective = corpus, max_length, special, objective
         docs = document_indices(corpus, documents)
-        lengths = corpus.document_lengths()[docs]
-        if objective == "nsp" and np.count_nonzero(lengths) < 2:
-            raise CorpusError("next-sentence prediction needs at least two non-empty documents (its negative "
-                              f"pairs take B from another document); got {np.count_nonzero(lengths)}")
+        distinct = np.unique(docs[corpus.document_lengths()[docs] > 0])
+        if objective == "nsp" and len(distinct) < 2:
+            raise CorpusError("next-sentence prediction needs at least two distinct non-empty documents (its "
+                              f"negative pairs take B from another document); got {len(distinct)}")
         self.pairs = _build_pairs(corpus, docs, max_length - 3, objective, np.random.default_rng(seed),
                                   short_seq_prob)  # (N, 5)
         if len(self.pairs) == 0:
@@ -80,7 +80,7 @@ def _truncate(a0, a1, b0, b1, target, rng):
 
 def _build_pairs(corpus, docs, max_tokens, objective, rng, short_seq_prob) -> np.ndarray:
     offsets = np.asarray(corpus.sentence_offsets)
-    nonempty = docs[corpus.document_lengths()[docs] > 0]
+    nonempty = np.unique(docs[corpus.document_lengths()[docs] > 0])
     pairs = []
     for d in docs:
         first, last = corpus.document_sentences(int(d))
@@ -99,9 +99,8 @@ def _build_pairs(corpus, docs, max_tokens, objective, rng, short_seq_prob) -> np
                         start + (int(rng.integers(1, end - start)) if end - start >= 2 else 1)
                     pair = None
                     if objective == "nsp" and (a_end == end or rng.random() < 0.5):
-                        other = d
-                        while other == d:
-                            other = int(nonempty[rng.integers(len(nonempty))])
+                        others = nonempty[nonempty != d]
+                        other = int(others[rng.integers(len(others))])
                         o_first, o_last = corpus.document_sentences(other)
                         o_end = int(offsets[o_last])
                         b0 = o_end
@@ -117,7 +116,6 @@ def _build_pairs(corpus, docs, max_tokens, objective, rng, short_seq_prob) -> np
                     if pair is not None and pair[1] > pair[0] and pair[3] > pair[2]:
                         pairs.append(pair)
                 chunk_start = i + 1
-                target = int(rng.integers(2, max_tokens + 1)) if rng.random() < short_seq_prob else max_tokens
             i += 1
     return np.asarray(pairs, dtype=np.int64).reshape(-1, 5)
 

@@ -29,7 +29,14 @@ _FORMAT_VERSION = 1
 
 
 def _token_dtype(vocab_size: int):
+    """uint16 when every id (``< vocab_size``) fits, else uint32."""
     return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+def _id_bound(tokenizer) -> int:
+    """One past the largest token id (ids may be sparse, so not always the vocabulary size)."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    return max(max(vocab.values()) + 1, len(vocab)) if vocab else 0
 
 
 class TokenizedCorpus:
@@ -72,7 +79,7 @@ class TokenizedCorpus:
         """Tokenize ``corpus`` into memory (no cache): for small corpora and tests."""
         corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
         tokenizer = load_tokenizer(tokenizer)
-        vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        vocab_size = _id_bound(tokenizer)
         tokens, lengths = _encode(corpus, tokenizer, _token_dtype(vocab_size), batch_sentences, progress)
         sentence_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         document_offsets = np.concatenate([[0], np.cumsum([len(d) for d in corpus])]).astype(np.int64)
@@ -109,6 +116,8 @@ class TokenizedCorpus:
     # --- access ---
     def tokens(self, start: int, end: int) -> np.ndarray:
         """Token ids ``[start, end)`` of the concatenated corpus (a range inside one document)."""
+        if end <= start:
+            return self._shards[0][:0]
         shard = int(np.searchsorted(self._shard_starts, start, side="right")) - 1
         base = int(self._shard_starts[shard])
         if end > self._shard_starts[shard + 1]:
@@ -153,11 +162,16 @@ class TokenizedCorpus:
         tokenizer = load_tokenizer(tokenizer)
         cache_dir = os.fspath(cache_dir) if cache_dir is not None else os.path.join(cache_root(), "tokenized")
         final = os.path.join(cache_dir, f"{corpus.sha256[:16]}-{tokenizer_sha256(tokenizer)[:16]}")
-        if os.path.isfile(os.path.join(final, "meta.json")):
+        if os.path.exists(final):
             try:
                 return cls.open(final)
-            except ValueError:
-                shutil.rmtree(final, ignore_errors=True)  # damaged: rebuild
+            except ValueError:  # damaged or incomplete: set it aside, then rebuild
+                aside = f"{final}.damaged-{os.getpid()}"
+                try:
+                    os.rename(final, aside)
+                except OSError:
+                    pass  # another process moved it first
+                shutil.rmtree(aside, ignore_errors=True)
         tmp = f"{final}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -202,7 +216,7 @@ def _encode(corpus, tokenizer, dtype, batch_sentences, progress, on_sentence=Non
 
 
 def _write_shards(directory, corpus, tokenizer, shard_tokens, batch_sentences, progress):
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    vocab_size = _id_bound(tokenizer)
     dtype = _token_dtype(vocab_size)
     document_offsets = np.concatenate([[0], np.cumsum([len(doc) for doc in corpus])]).astype(np.int64)
     document_ends = set(document_offsets[1:].tolist())  # a shard may close only after a document's end

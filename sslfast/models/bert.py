@@ -88,9 +88,9 @@ class TokenLayout:
         cu = cu_seqlens.to(device=device, dtype=torch.int32)
         lengths = cu[1:] - cu[:-1]
         first, last, shortest, longest = torch.stack([cu[0], cu[-1], lengths.min(), lengths.max()]).tolist()
-        if first != 0 or shortest < 0 or last != total:
-            raise ValueError(f"cu_seqlens must start at 0, never decrease and end at the {total} packed tokens; "
-                             f"got start {first}, end {last}")
+        if first != 0 or shortest < 1 or last != total:
+            raise ValueError(f"cu_seqlens must start at 0, increase (no empty sequence) and end at the {total} "
+                             f"packed tokens; got start {first}, end {last}, shortest sequence {shortest}")
         if max_seqlen is not None and longest > max_seqlen:
             raise ValueError(f"a sequence is longer ({longest}) than max_seqlen={max_seqlen}")
         return cls(cu.numel() - 1, longest, None, cu, longest, tuple(packed_shape))
@@ -433,12 +433,15 @@ class BertLMPredictionHead(nn.Module):
     def forward(self, x):  # (..., D) -> (..., V) logits
         return self.decoder(self.transform(x))
 
-    def loss(self, x, labels, ignore_index=-100):
-        """Mean CE over rows of x (T, D) whose label is not ``ignore_index``, without the T×V logits."""
+    def loss(self, x, labels, ignore_index=-100, num_items_in_batch=None):
+        """CE over rows of x (T, D) whose label is not ``ignore_index``, without the T×V logits: their mean,
+        or their sum divided by ``num_items_in_batch`` (Hugging Face's gradient-accumulation convention)."""
         keep = torch.nonzero(labels != ignore_index).squeeze(1)  # (M,)
         h = self.transform(x.index_select(0, keep))  # the head runs on the labelled rows only
-        return linear_cross_entropy(h, self.decoder.weight, labels.index_select(0, keep), self.bias,
-                                    ignore_index=ignore_index)
+        reduction = "mean" if num_items_in_batch is None else "sum"
+        loss = linear_cross_entropy(h, self.decoder.weight, labels.index_select(0, keep), self.bias,
+                                    ignore_index=ignore_index, reduction=reduction)
+        return loss if num_items_in_batch is None else loss / num_items_in_batch
 
 
 class BertOnlyMLMHead(nn.Module):
@@ -454,7 +457,7 @@ class BertPreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
-def _mlm_outputs(model, packed, layout, labels, return_logits):
+def _mlm_outputs(model, packed, layout, labels, return_logits, num_items_in_batch=None):
     """(MLM loss or None, padded (B, S, V) logits or None) for the packed encoder output."""
     head = model.cls.predictions
     loss = None
@@ -462,7 +465,7 @@ def _mlm_outputs(model, packed, layout, labels, return_logits):
         layout.check("labels", labels)
         if labels.dim() != (len(layout.packed_shape) if layout.packed_shape else 2):
             raise ValueError(f"labels must have the input's token shape, got {tuple(labels.shape)}")
-        loss = head.loss(packed, layout.pack(labels))
+        loss = head.loss(packed, layout.pack(labels), num_items_in_batch=num_items_in_batch)
         # labels at padding positions are ignored here (HF would score them against padding outputs)
     logits = layout.unpack(head(packed)) if labels is None or return_logits else None
     return loss, logits
@@ -486,11 +489,11 @@ class BertForMaskedLM(BertPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, output_hidden_states=None, return_dict=None,
-                return_logits=False, cu_seqlens=None, max_seqlen=None, **unsupported):
+                return_logits=False, cu_seqlens=None, max_seqlen=None, num_items_in_batch=None, **unsupported):
         _check_no_unsupported(**{k: v for k, v in unsupported.items() if v is not None})
         packed, layout, states = self.bert.encode(input_ids, attention_mask, token_type_ids, position_ids,
                                                   inputs_embeds, bool(output_hidden_states), cu_seqlens, max_seqlen)
-        loss, logits = _mlm_outputs(self, packed, layout, labels, return_logits)
+        loss, logits = _mlm_outputs(self, packed, layout, labels, return_logits, num_items_in_batch)
         out = ModelOutput(loss=loss, logits=logits, hidden_states=_padded_states(states, layout))
         return out if return_dict is not False else out.to_tuple()
 
@@ -513,15 +516,24 @@ class BertForPreTraining(BertPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                 inputs_embeds=None, labels=None, next_sentence_label=None, output_hidden_states=None,
-                return_dict=None, return_logits=False, cu_seqlens=None, max_seqlen=None, **unsupported):
+                return_dict=None, return_logits=False, cu_seqlens=None, max_seqlen=None, num_items_in_batch=None,
+                num_sequences_in_batch=None, **unsupported):
+        """With ``num_items_in_batch`` (labelled tokens in the whole accumulated batch) the MLM term is a sum
+        divided by it, and with ``num_sequences_in_batch`` the pair term a sum divided by that: exact means
+        over a global batch split into micro-batches. Without them, both terms are means, as HF."""
         _check_no_unsupported(**{k: v for k, v in unsupported.items() if v is not None})
         packed, layout, states = self.bert.encode(input_ids, attention_mask, token_type_ids, position_ids,
                                                   inputs_embeds, bool(output_hidden_states), cu_seqlens, max_seqlen)
-        mlm_loss, logits = _mlm_outputs(self, packed, layout, labels, return_logits)
+        mlm_loss, logits = _mlm_outputs(self, packed, layout, labels, return_logits, num_items_in_batch)
         pair_logits = self.cls.seq_relationship(self.bert.pool(packed, layout))  # (B, 2)
         loss = None
         if labels is not None and next_sentence_label is not None:
-            loss = mlm_loss + _ce(pair_logits, next_sentence_label)
+            if num_sequences_in_batch is None:
+                pair_loss = _ce(pair_logits, next_sentence_label)
+            else:
+                pair_loss = F.cross_entropy(pair_logits.float(), next_sentence_label.reshape(-1),
+                                            reduction="sum") / num_sequences_in_batch
+            loss = mlm_loss + pair_loss
         out = ModelOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=pair_logits,
                           hidden_states=_padded_states(states, layout))
         return out if return_dict is not False else out.to_tuple()
