@@ -1,4 +1,4 @@
-"""The ``sslfast`` command: ``sslfast bench ...`` (more subcommands, e.g. ``pretrain``, plug in here)."""
+"""The ``sslfast`` command: ``sslfast bench ...``, ``sslfast pretrain ...``, ``sslfast plot-metrics DIR``."""
 from __future__ import annotations
 
 import argparse
@@ -59,10 +59,31 @@ def _run_bench(args) -> int:
     return 0 if all(r.get("correct") for r in records) else 1
 
 
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot-metrics", help="plot a pretraining run's metrics.jsonl (loss, eval, throughput, LR)")
+    p.add_argument("run", help="the run's --out folder (or a metrics.jsonl)")
+    p.add_argument("--png", help="where to write the plot (default: <run>/metrics.png)")
+    p.set_defaults(func=_run_plot)
+
+
+def _run_plot(args) -> int:
+    from sslfast.train.metrics import plot_metrics
+    path = args.run if args.run.endswith(".jsonl") else os.path.join(args.run, "metrics.jsonl")
+    if not os.path.isfile(path):
+        print(f"sslfast plot-metrics: no metrics.jsonl at {path}", file=sys.stderr)
+        return 2
+    png = args.png or os.path.join(os.path.dirname(os.path.abspath(path)), "metrics.png")
+    print(plot_metrics(path, png))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sslfast", description="sslfast: fused kernels for self-supervised learning")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_bench(sub)
+    from sslfast.train.pretrain import add_pretrain_parser
+    add_pretrain_parser(sub)
+    _add_plot(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

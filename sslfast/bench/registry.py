@@ -13,6 +13,7 @@ OPS = {
     "attention": "attention",
     "varlen_attention": "attention",
     "bert": "bert",
+    "pretrain": "pretrain",
 }
 
 

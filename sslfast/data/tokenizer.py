@@ -32,14 +32,45 @@ def _sentences(documents: Iterable[Sequence[str]]):
 
 def train_tokenizer(documents, kind: str = "wordpiece", vocab_size: int = 8192, *, lowercase: bool = True,
                     min_frequency: int = 2, special_tokens: Optional[Sequence[str]] = None,
-                    show_progress: bool = False):
+                    show_progress: bool = False, cache: bool = True):
     """A ``tokenizers.Tokenizer`` trained on ``documents`` (lists of sentences, or strings).
 
     ``kind="wordpiece"`` (BERT: lower-cased unless ``lowercase=False``, ``##`` continuations, special
     tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]`` as ids 0–4, ``[CLS] A [SEP] B [SEP]`` templates) or
     ``kind="bpe"`` (GPT-2's byte-level BPE: any text encodes, no unknown token, ``<|endoftext|>`` id 0).
     ``vocab_size`` counts the special tokens. Training on the default corpus takes about a second.
+
+    The ``tokenizers`` library's WordPiece trainer is not deterministic (huggingface/tokenizers#1794: ids of
+    ``##`` pieces follow hash-map order and decide ties between merges), so with ``cache=True`` the first
+    tokenizer trained for the same corpus and options is stored under ``sslfast.data`` 's cache and returned
+    again: repeated runs on a machine get the same vocabulary. Keep the saved ``tokenizer.json`` of a run to
+    reproduce it elsewhere.
     """
+    from tokenizers import Tokenizer
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    path = None
+    if cache:
+        import tokenizers
+        from sslfast._cache import cache_root
+        from sslfast.data.corpus import Corpus
+        corpus = documents if isinstance(documents, Corpus) else Corpus(
+            [doc] if isinstance(doc, str) else doc for doc in documents)
+        key = json.dumps([corpus.sha256, kind, vocab_size, lowercase, min_frequency, list(special_tokens or []),
+                          tokenizers.__version__])
+        path = os.path.join(cache_root(), "tokenizers", hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+        if os.path.isfile(path):
+            try:
+                return Tokenizer.from_file(path)
+            except Exception:  # a damaged cache file: train again
+                pass
+    tokenizer = _train(documents, kind, vocab_size, lowercase, min_frequency, special_tokens, show_progress)
+    if path is not None:
+        atomic_write_text(path, tokenizer.to_str())
+    return tokenizer
+
+
+def _train(documents, kind, vocab_size, lowercase, min_frequency, special_tokens, show_progress):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")

@@ -205,13 +205,21 @@ def _varlen_per_sequence(q, k, v, cu_q, cu_k, causal, scale, dropout_p):
     """One SDPA call per sequence on views of the packed tensors: no padding computed, nothing copied in.
     (The best CPU choice: SDPA's CPU kernel runs each call on all cores.)"""
     starts_q, starts_k = torch.stack([cu_q, cu_k]).tolist()  # one host sync
+
+    def pieces(x, starts):  # split, not slices: its backward is one cat, not a zero-filled full-size
+        sizes = [b - a for a, b in zip(starts[:-1], starts[1:])]  # gradient per sequence
+        if starts[-1] != x.shape[0] or starts[0] != 0:  # unchecked cu_seqlens that do not cover x
+            sizes = [starts[0]] + sizes + [x.shape[0] - starts[-1]]
+            return torch.split(x, sizes)[1:-1]
+        return torch.split(x, sizes)
+
+    qs, ks, vs = pieces(q, starts_q), pieces(k, starts_k), pieces(v, starts_k)
     outs = []
     for b in range(len(starts_q) - 1):
-        q0, q1, k0, k1 = starts_q[b], starts_q[b + 1], starts_k[b], starts_k[b + 1]
-        if q1 == q0:
+        lq, lk = starts_q[b + 1] - starts_q[b], starts_k[b + 1] - starts_k[b]
+        if lq == 0:
             continue
-        qb, kb, vb = (x[lo:hi].transpose(0, 1)[None] for x, lo, hi in ((q, q0, q1), (k, k0, k1), (v, k0, k1)))
-        lq, lk = q1 - q0, k1 - k0  # (1, H, L, D) views
+        qb, kb, vb = (x[b].transpose(0, 1)[None] for x in (qs, ks, vs))  # (1, H, L, D) views
         if lk == 0:
             outs.append(q.new_zeros(lq, q.shape[1], q.shape[2]) + 0 * qb.sum())  # keeps q in the graph
             continue

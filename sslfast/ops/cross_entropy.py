@@ -281,13 +281,19 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     _validate_labels(op, labels, hidden.shape[:-1])
     name = resolve_backend(op, backend, hidden.device, ("triton", "torch"))
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):  # the matmul in autocast's dtype, as F.linear would run it
+        dtype = torch.get_autocast_dtype(device_type)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
     lead = hidden.shape[:-1]
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     flat_y = labels.reshape(-1).long()
     grad_on = torch.is_grad_enabled()
-    loss, *_ = _linear_ce_op(flat_h, weight, bias, flat_y, int(ignore_index), float(label_smoothing), float(z_loss),
-                             reduction, name, grad_on and hidden.requires_grad, grad_on and weight.requires_grad,
-                             grad_on and bias is not None and bias.requires_grad)
+    with torch.autocast(device_type, enabled=False):  # the op manages its own precision (fp32 accumulation)
+        loss, *_ = _linear_ce_op(flat_h, weight, bias, flat_y, int(ignore_index), float(label_smoothing),
+                                 float(z_loss), reduction, name, grad_on and hidden.requires_grad,
+                                 grad_on and weight.requires_grad, grad_on and bias is not None and bias.requires_grad)
     return loss.reshape(lead) if reduction == "none" else loss
 
 
@@ -377,7 +383,8 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])
     flat_y = labels.reshape(-1).long()
-    loss, *_ = _ce_op(flat if flat.stride(-1) == 1 else flat.contiguous(), flat_y, int(ignore_index),
-                     float(label_smoothing), float(z_loss), reduction, name,
-                     torch.is_grad_enabled() and logits.requires_grad)
+    with torch.autocast(logits.device.type, enabled=False):  # the op computes in fp32 itself
+        loss, *_ = _ce_op(flat if flat.stride(-1) == 1 else flat.contiguous(), flat_y, int(ignore_index),
+                         float(label_smoothing), float(z_loss), reduction, name,
+                         torch.is_grad_enabled() and logits.requires_grad)
     return loss.reshape(lead) if reduction == "none" else loss

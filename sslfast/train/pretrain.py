@@ -1,0 +1,136 @@
+"""``sslfast pretrain`` and its Python twin :func:`pretrain`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Union
+
+from sslfast.train.config import (MODELS, OBJECTIVES, OPTIMIZERS, PRECISIONS, SIZES, ConfigError, PretrainConfig,
+                                  read_mapping)
+
+__all__ = ["pretrain", "add_pretrain_parser", "config_from_args"]
+
+_HELP = {
+    "model": f"model family: {', '.join(MODELS)}",
+    "size": f"model size: {', '.join(SIZES)} (BERT: Google's miniatures and BERT-base)",
+    "model_config": "a transformers config.json for the model (instead of --size)",
+    "objective": "bert: mlm | mlm+nsp | mlm+sop (default mlm+nsp); gpt2: clm",
+    "data": "default (the embedded corpus), digits (auto-encoders), or a .txt/.jsonl file or folder",
+    "tokenizer": "train (WordPiece for BERT, byte-level BPE for GPT-2, on --data) or a tokenizer.json / folder",
+    "vocab_size": "vocabulary size of a trained tokenizer",
+    "out": "output folder (run_config.yaml, metrics.jsonl, metrics.png, checkpoints/, final/)",
+    "global_batch_size": "examples per optimizer step, over all processes",
+    "micro_batch_size": "examples per process and forward pass (default: global / world size); "
+                        "accumulation = global / (micro × world)",
+    "max_steps": "optimizer steps to train",
+    "max_tokens": "stop after this many input tokens",
+    "max_length": "tokens per example (sequence length)",
+    "lr": "peak learning rate",
+    "warmup": "warm-up steps (a value below 1 is a fraction of the run)",
+    "schedule": "linear | cosine | constant decay after warm-up",
+    "min_lr_ratio": "the schedule decays to this fraction of the peak",
+    "optimizer": "adamw (torch, fused) | lamb (large-batch)",
+    "weight_decay": "decoupled weight decay (not on biases and LayerNorm)",
+    "beta1": "optimizer β1",
+    "beta2": "optimizer β2",
+    "eps": "optimizer ε",
+    "max_grad_norm": "gradient clipping by global norm",
+    "precision": "fp32 | bf16 (autocast, fp32 master weights)",
+    "mlm_probability": "masked-LM masking rate (0.15 BERT, 0.30 MosaicBERT)",
+    "whole_word_mask": "mask whole words (all WordPiece pieces together)",
+    "compile": "torch.compile the model",
+    "activation_checkpointing": "recompute each layer in the backward (less memory, more compute)",
+    "dropout": "override the model's dropout probabilities",
+    "fsdp": "shard parameters, gradients and optimizer state over processes (FSDP2; sharded checkpoints)",
+    "eval_every": "evaluate on the held-out split every N steps (0: only at the end)",
+    "eval_fraction": "fraction of documents held out for evaluation",
+    "eval_batches": "held-out global batches per evaluation (the same examples every time)",
+    "save_every": "checkpoint every N steps (0: only at the end and on SIGTERM/SIGINT)",
+    "keep_checkpoints": "checkpoints kept (the newest)",
+    "log_every": "log metrics every N steps",
+    "resume": "auto (newest valid checkpoint in --out) or a checkpoint / run folder",
+    "overwrite": "replace a previous run in --out",
+    "seed": "seed of the data order, masking, initialisation and dropout",
+    "device": "cpu | cuda (default: cuda when available)",
+    "prefetch": "batches built ahead on a background thread",
+    "progress": "progress bar",
+    "plot": "write metrics.png at the end",
+}
+_CHOICES = {"model": MODELS, "size": SIZES, "optimizer": OPTIMIZERS, "precision": PRECISIONS,
+            "objective": sorted({o for objs in OBJECTIVES.values() for o in objs}),
+            "schedule": ("linear", "cosine", "constant")}
+_TYPES = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[float]": float,
+          "Optional[str]": str}
+
+
+def add_pretrain_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("pretrain", help="pretrain a model (BERT; GPT-2 and auto-encoders as they land)",
+                       description="Pretrain a model on the embedded corpus or your data. Under torchrun, "
+                                   "runs DistributedDataParallel (or FSDP2 with --fsdp) on every process.",
+                       argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", help="a run config (YAML/JSON with these options) or a transformers config.json")
+    for field in dataclasses.fields(PretrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = str(field.type)
+        if kind == "bool":
+            if field.default:
+                p.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_false",
+                               help=f"no {_HELP[field.name]}")
+            else:
+                p.add_argument(flag, dest=field.name, action="store_true", help=_HELP[field.name])
+            continue
+        p.add_argument(flag, dest=field.name, type=_TYPES[kind], choices=_CHOICES.get(field.name),
+                       help=f"{_HELP[field.name]} (default: {field.default})")
+    p.add_argument("--print-config", action="store_true", help="print the resolved run config and exit")
+    p.set_defaults(func=run_pretrain_command)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    values: dict[str, Any] = {}
+    config_file = getattr(args, "config", None)
+    if config_file:
+        mapping = read_mapping(config_file)
+        if "model_type" in mapping or "architectures" in mapping:  # a transformers model config
+            values["model_config"] = config_file
+            values["model"] = {"bert": "bert", "gpt2": "gpt2"}.get(mapping.get("model_type"), mapping.get("model_type"))
+        else:
+            values.update(mapping)
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return PretrainConfig.from_dict(values)
+
+
+def run_pretrain_command(args) -> int:
+    try:
+        config = config_from_args(args)
+        if getattr(args, "print_config", False):
+            print(json.dumps(config.to_dict(), indent=2))
+            return 0
+        summary = pretrain(config)
+    except ConfigError as err:
+        print(f"sslfast pretrain: {err}", file=sys.stderr)
+        return 2
+    if summary.get("stopped") or os.environ.get("RANK", "0") != "0":
+        return 0
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}
+    print("sslfast pretrain: done: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return 0
+
+
+def pretrain(config: Union[PretrainConfig, dict, str]) -> dict:
+    """Run a pretraining job from a :class:`PretrainConfig`, a dict of its options, or a YAML/JSON file.
+    Returns the summary (step, tokens, final loss, evaluation metrics, checkpoint and output paths)."""
+    from sslfast.train.trainer import Trainer
+    if isinstance(config, str):
+        config = PretrainConfig.from_file(config)
+    elif isinstance(config, dict):
+        config = PretrainConfig.from_dict(config)
+    trainer = Trainer(config)
+    try:
+        return trainer.train()
+    finally:
+        trainer.ctx.shutdown()

@@ -1,0 +1,13 @@
+"""Model families the pretraining runner trains: one module per family."""
+from sslfast.train.tasks.base import Task, to_device, unwrap
+
+
+def task_for(config, ctx) -> Task:
+    """The :class:`Task` of ``config.model``."""
+    if config.model == "bert":
+        from sslfast.train.tasks.bert import BertTask
+        return BertTask(config, ctx)
+    raise NotImplementedError(f"--model {config.model} is not available yet (sslfast pretrain supports: bert)")
+
+
+__all__ = ["Task", "task_for", "to_device", "unwrap"]

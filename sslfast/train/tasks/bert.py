@@ -1,0 +1,168 @@
+"""BERT pretraining: masked-LM, alone or with next-sentence / sentence-order prediction, on packed batches."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+import sslfast.data as D
+from sslfast.train.config import ConfigError
+from sslfast.train.tasks.base import Task, unwrap
+
+__all__ = ["BertTask", "BERT_SIZES"]
+
+# Google's BERT miniatures (Turc et al., 2019) and BERT-base
+BERT_SIZES = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+def load_text_corpus(data: str) -> D.Corpus:
+    return D.default_corpus() if data == "default" else D.load_corpus(data)
+
+
+def prepare_tokenizer(config, ctx, out_dir: str, kind: str):
+    """The run's tokenizer: trained on rank 0 (saved under ``<out>/tokenizer``) or loaded from a path."""
+    saved = os.path.join(out_dir, "tokenizer")
+    if config.tokenizer != "train":
+        return D.load_tokenizer(config.tokenizer), None
+    corpus = None
+    if ctx.is_main and not os.path.isfile(os.path.join(saved, "tokenizer.json")):
+        corpus = load_text_corpus(config.data)
+        D.save_tokenizer(D.train_tokenizer(corpus, kind, vocab_size=config.vocab_size), saved,
+                         model_max_length=config.max_length)
+    ctx.barrier()
+    return D.load_tokenizer(saved), corpus
+
+
+class BertTask(Task):
+    name = "bert"
+
+    def prepare(self, out_dir: str, resuming: bool) -> None:
+        cfg, ctx = self.config, self.ctx
+        if cfg.data == "digits":
+            raise ConfigError("--data digits is image data; BERT needs text (default, or a .txt/.jsonl path)")
+        self.tokenizer, corpus = prepare_tokenizer(cfg, ctx, out_dir, "wordpiece")
+        self.special = D.special_tokens(self.tokenizer)
+        self.special.require("cls", "sep", "mask", "pad", purpose="BERT pretraining")
+        self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self.model_config = self._model_config()
+        tokenized = None
+        if ctx.is_main:  # builds the cache once; the other ranks open it
+            corpus = corpus if corpus is not None else load_text_corpus(cfg.data)
+            tokenized = D.TokenizedCorpus.build(corpus, self.tokenizer, progress=cfg.progress)
+        path = ctx.broadcast_object(tokenized.directory if tokenized is not None else None)
+        tokenized = tokenized or D.TokenizedCorpus.open(path)
+        train_docs, eval_docs = tokenized.split_documents(cfg.eval_fraction, seed=cfg.seed)
+        self.train_dataset = self._dataset(tokenized, train_docs)
+        self.eval_dataset = self._dataset(tokenized, eval_docs) if len(eval_docs) else None
+        whole_word = D.continuation_table(self.tokenizer) if cfg.whole_word_mask else None
+        self.collate = D.MLMCollator(self.special, self.vocab_size, mlm_probability=cfg.mlm_probability,
+                                     whole_word=whole_word, packed=not self.foreign_model)
+        self.fingerprint = {"corpus_sha256": tokenized.meta["corpus_sha256"],
+                            "tokenizer_sha256": tokenized.meta["tokenizer_sha256"],
+                            "model_config": dataclasses.asdict(self.model_config)}
+
+    def _dataset(self, tokenized, documents):
+        cfg = self.config
+        try:
+            if cfg.objective == "mlm":
+                return D.MaskedLMDataset(tokenized, max_length=cfg.max_length, special=self.special,
+                                         documents=documents)
+            return D.SentencePairDataset(tokenized, max_length=cfg.max_length, special=self.special,
+                                         objective=cfg.objective.split("+")[1], seed=cfg.seed, documents=documents)
+        except D.CorpusError:
+            if documents is not None and len(documents) < tokenized.num_documents // 2:  # the held-out split
+                return None
+            raise
+
+    def _model_config(self):
+        from sslfast.models import BertConfig
+        cfg = self.config
+        if cfg.model_config:
+            from sslfast.train.config import read_mapping
+            values = read_mapping(cfg.model_config)
+            if values.get("model_type", "bert") != "bert":
+                raise ConfigError(f"{cfg.model_config} describes a {values['model_type']!r} model, not BERT")
+            config = BertConfig.from_dict(values)
+        else:
+            config = BertConfig(vocab_size=self.vocab_size, max_position_embeddings=max(512, cfg.max_length),
+                                **BERT_SIZES[cfg.size])
+        if config.vocab_size != self.vocab_size:
+            raise ConfigError(f"the tokenizer has {self.vocab_size} tokens but the model's vocab_size is "
+                              f"{config.vocab_size}: pass a matching --tokenizer or model config")
+        if config.max_position_embeddings < cfg.max_length:
+            raise ConfigError(f"--max-length {cfg.max_length} exceeds the model's max_position_embeddings "
+                              f"{config.max_position_embeddings}")
+        config.pad_token_id = self.special.pad
+        if cfg.dropout is not None:
+            config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
+        return config
+
+    def build_model(self):
+        from sslfast.models import BertForMaskedLM, BertForPreTraining
+        cls = BertForMaskedLM if self.config.objective == "mlm" else BertForPreTraining
+        return cls(self.model_config)
+
+    def layers(self, model):
+        return list(unwrap(model).bert.encoder.layer)
+
+    def counts(self, batch):
+        counts = {"tokens": int(batch["input_ids"].numel()), "labelled": int((batch["labels"] != -100).sum())}
+        if "next_sentence_label" in batch:
+            counts["sequences"] = int(batch["next_sentence_label"].numel())
+        return counts
+
+    def loss(self, model, batch, totals, world_size):
+        if self.foreign_model:  # transformers' classes average per micro-batch
+            return model(**batch).loss / totals["micro_batches"]
+        kwargs = {"num_items_in_batch": max(totals["labelled"], 1.0) / world_size}
+        if "next_sentence_label" in batch:
+            kwargs["num_sequences_in_batch"] = totals["sequences"] / world_size
+        return model(**batch, **kwargs).loss
+
+    @torch.no_grad()
+    def evaluate(self, model, batches):
+        model = unwrap(model)
+        head = model.cls.predictions
+        sums = torch.zeros(5, dtype=torch.float64)  # mlm loss sum, mlm correct, labelled, pair correct, pairs
+        for batch in batches:
+            batch = {k: v.to(self.ctx.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            packed, layout, _ = model.bert.encode(input_ids=batch["input_ids"],
+                                                  token_type_ids=batch["token_type_ids"],
+                                                  cu_seqlens=batch["cu_seqlens"], max_seqlen=batch["max_seqlen"])
+            labels = layout.pack(batch["labels"])
+            keep = labels != -100
+            logits = head(packed[keep]).float()  # (M, V): the labelled rows only
+            sums[0] += F.cross_entropy(logits, labels[keep], reduction="sum").double().cpu()
+            sums[1] += (logits.argmax(-1) == labels[keep]).sum().cpu()
+            sums[2] += keep.sum().cpu()
+            if "next_sentence_label" in batch and hasattr(model.cls, "seq_relationship"):
+                pair = model.cls.seq_relationship(model.bert.pool(packed, layout))
+                sums[3] += (pair.argmax(-1) == batch["next_sentence_label"]).sum().cpu()
+                sums[4] += batch["next_sentence_label"].numel()
+        sums = self.ctx.all_reduce_sum(sums)
+        if sums[2] == 0:
+            return {}
+        mlm_loss = float(sums[0] / sums[2])
+        out = {"eval_mlm_loss": mlm_loss, "eval_mlm_accuracy": float(sums[1] / sums[2]),
+               "eval_mlm_perplexity": float(torch.tensor(mlm_loss).exp())}
+        if sums[4]:
+            out[f"eval_{self.config.objective.split('+')[1]}_accuracy"] = float(sums[3] / sums[4])
+        return out
+
+    def save_final(self, model, directory):
+        unwrap(model).save_pretrained(directory)
+        D.save_tokenizer(self.tokenizer, directory, model_max_length=self.config.max_length)
+
+    def flops_per_token(self, model) -> Optional[float]:
+        """6 × the encoder's matmul parameters + the attention scores (12·L·H·S), per trained token."""
+        c = self.model_config
+        params = c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
+        return 6 * params + 12 * c.num_hidden_layers * c.hidden_size * self.config.max_length
