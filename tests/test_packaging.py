@@ -1,21 +1,57 @@
 """The install: kernels ship as ``sslfast.kernels``, never as a top-level ``kernels`` module."""
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 import sslfast
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_transformers_bert_imports_from_repo_root():
-    # transformers probes for a module named `kernels`; the repo's kernels/ folder must not be it
-    code = "import sslfast, transformers; from transformers import BertModel; import importlib.util as u; " \
-           "spec = u.find_spec('kernels'); " \
-           "assert spec is None or 'sslfast' not in str(spec.origin), spec.origin; print('ok')"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
+_ROOT_CHECK = """
+import sys
+import torch, transformers
+from transformers.utils.import_utils import is_kernels_available
+import sslfast
+assert not is_kernels_available(), "transformers took the repo's kernels/ folder for the hub `kernels` package"
+config = transformers.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64)
+hf = transformers.BertModel(config).eval()
+ids = torch.randint(0, 97, (2, 7))
+mask = torch.ones(2, 7, dtype=torch.long)
+mask[1, 5:] = 0
+with torch.no_grad():
+    want = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+    ours = sslfast.models.BertModel.from_pretrained(hf)(input_ids=ids, attention_mask=mask).last_hidden_state
+    sslfast.patch(hf)
+    patched = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+real = mask.bool()
+assert (ours[real] - want[real]).abs().max() < 1e-5 and (patched[real] - want[real]).abs().max() < 1e-5
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("where", ["repo root", "a folder named sslfast-*"])
+def test_transformers_and_bert_run_where_a_kernels_folder_shadows_the_hub_package(where, tmp_path):
+    """From the repo root (or any folder holding a copy of our kernels/, here one whose path contains
+    "sslfast", as a `git clone .../sslfast` gives), Python can import our kernels/ as a top-level `kernels`.
+    transformers probes that name for the Hub's `kernels` package: it must not take ours for it, and BERT
+    (transformers', sslfast's, and a patched one) must import and run there."""
+    cwd = REPO
+    if where != "repo root":
+        cwd = tmp_path / "sslfast-clone"
+        shutil.copytree(os.path.join(REPO, "kernels"), cwd / "kernels")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": REPO}
+    env.pop("TRITON_INTERPRET", None)
+    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('kernels').origin)"],
+                           cwd=cwd, capture_output=True, text=True, env=env)
+    assert probe.stdout.strip() == os.path.join(str(cwd), "kernels", "__init__.py"), \
+        "the shadowing this test is about did not happen: " + probe.stdout + probe.stderr
+    proc = subprocess.run([sys.executable, "-c", _ROOT_CHECK], cwd=cwd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_kernels_are_a_subpackage():
