@@ -1,6 +1,7 @@
 """sslfast: fused GPU/CPU kernels and drop-in fast models for self-supervised learning."""
 from sslfast import models, nn, ops
-from sslfast.models.patch import patch, patch_bert
+from sslfast.models.patch import patch
+from sslfast.models.patch_bert import patch_bert
 from sslfast.ops import available_backends
 
 __version__ = "0.1.0"

@@ -131,15 +131,21 @@ def test_question_answering_logits_match_on_padded_batches_and_padding_never_win
         assert (b[key][~real] == torch.finfo(torch.float32).min).all()
 
 
-def test_mlm_without_labels_returns_logits_and_with_labels_skips_them(seed):
+def test_mlm_logits_are_skipped_only_in_training_steps_with_labels(seed):
     config = make_config("tiny")
     hf, ours = pair("BertForMaskedLM", config)
     batch = make_batch(config)
     assert ours(**batch).logits.shape == (4, 17, config.vocab_size)
     extra = labels_for("BertForMaskedLM", config, batch)
-    out = ours(**batch, **extra)
-    assert out.logits is None and "logits" not in out
-    torch.testing.assert_close(out.loss, hf.eval()(**batch, **extra).loss, rtol=1e-5, atol=1e-5)
+    reference = hf.eval()(**batch, **extra)
+    evaluated = ours.eval()(**batch, **extra)  # eval mode: what transformers returns, logits included
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(evaluated.logits[real], reference.logits[real], rtol=1e-5, atol=1e-5)
+    assert ours(**batch, **extra, return_logits=False).logits is None
+    trained = ours.train()(**batch, **extra)  # a training step (dropout is 0): the N×V logits are skipped
+    assert trained.logits is None and "logits" not in trained
+    assert ours(**batch, **extra, return_logits=True).logits.shape == (4, 17, config.vocab_size)
+    torch.testing.assert_close(trained.loss, reference.loss, rtol=1e-5, atol=1e-5)
     all_ignored = torch.full_like(extra["labels"], -100)
     assert ours(**batch, labels=all_ignored).loss.item() == 0.0
 
@@ -271,10 +277,10 @@ def test_patch_swaps_attention_and_mlm_loss_in_place(name, monkeypatch, seed):
     import copy
 
     import sslfast
-    import sslfast.models.patch as patch_module
+    import sslfast.models.bert as bert_module
     calls = []
-    real_attention = patch_module.attention
-    monkeypatch.setattr(patch_module, "attention", lambda *a, **k: calls.append(1) or real_attention(*a, **k))
+    real_attention = bert_module.varlen_attention
+    monkeypatch.setattr(bert_module, "varlen_attention", lambda *a, **k: calls.append(1) or real_attention(*a, **k))
     config = make_config("tiny")
     hf = getattr(transformers, name)(config).eval()
     reference = copy.deepcopy(hf)
@@ -282,19 +288,44 @@ def test_patch_swaps_attention_and_mlm_loss_in_place(name, monkeypatch, seed):
     batch = make_batch(config)
     extra = labels_for(name, config, batch)
     a, b = reference(**batch, **extra), hf(**batch, **extra)
-    assert len(calls) == config.num_hidden_layers
+    assert len(calls) == config.num_hidden_layers  # the unpadded path ran, one packed attention per layer
     torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
     a.loss.backward()
     b.loss.backward()
     for (n, p), q in zip(reference.named_parameters(), hf.parameters()):
         if p.grad is not None:
             torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4 * p.grad.abs().max().item() + 1e-7)
-    if name != "BertForSequenceClassification":  # fused loss: no N×V logits unless asked for
-        assert b.logits is None if name == "BertForMaskedLM" else b.prediction_logits is None
+    if name != "BertForSequenceClassification":  # fused loss: no N×V logits in a training step
+        trained = hf.train()(**batch, **extra)
+        assert trained.logits is None if name == "BertForMaskedLM" else trained.prediction_logits is None
+        hf.eval()
         real = batch["attention_mask"].bool()
         full = hf(**batch, **extra, return_logits=True)
         key = "logits" if name == "BertForMaskedLM" else "prediction_logits"
         torch.testing.assert_close(full[key][real], a[key][real], rtol=1e-5, atol=1e-5)
+
+
+def test_patched_bert_falls_back_for_what_the_unpadded_path_does_not_cover(seed):
+    import copy
+
+    import sslfast
+    config = make_config("tiny")
+    hf = transformers.BertModel(config).eval()
+    reference = copy.deepcopy(hf)
+    sslfast.patch(hf)
+    batch = make_batch(config)
+    real = batch["attention_mask"].bool()
+    a = reference(**batch, output_hidden_states=True)
+    b = hf(**batch, output_hidden_states=True)
+    assert len(b.hidden_states) == config.num_hidden_layers + 1
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        torch.testing.assert_close(y[real], x[real], rtol=1e-5, atol=1e-5)
+    assert (b.last_hidden_state[~real] == 0).all()  # padding is not computed
+    four_d = batch["attention_mask"][:, None, None, :].bool().expand(-1, 1, 17, -1)  # a custom 4-D mask
+    c, d = hf(input_ids=batch["input_ids"], attention_mask=four_d), reference(input_ids=batch["input_ids"],
+                                                                              attention_mask=four_d)
+    torch.testing.assert_close(c.last_hidden_state, d.last_hidden_state, rtol=1e-5, atol=1e-5)
+    assert isinstance(hf(**batch, return_dict=False), tuple)
 
 
 def test_patch_rejects_other_models():

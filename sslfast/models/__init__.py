@@ -1,11 +1,14 @@
 """Drop-in fast replacements for Hugging Face models, built on sslfast's fused ops."""
+from sslfast.models.base import PreTrainedModel
 from sslfast.models.bert import (BertForMaskedLM, BertForMultipleChoice, BertForPreTraining,
                                  BertForQuestionAnswering, BertForSequenceClassification,
                                  BertForTokenClassification, BertModel)
 from sslfast.models.config import BertConfig
 from sslfast.models.hub import CheckpointError
+from sslfast.models.outputs import ModelOutput
 
 __all__ = [
-    "BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification",
-    "BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice", "CheckpointError",
+    "PreTrainedModel", "ModelOutput", "BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM",
+    "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering",
+    "BertForMultipleChoice", "CheckpointError",
 ]

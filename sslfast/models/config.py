@@ -1,4 +1,4 @@
-"""BERT configuration without transformers: the fields of ``transformers.BertConfig`` that the models read."""
+"""Model configurations without transformers: the fields of transformers' configs that the models read."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,8 +7,30 @@ import os
 from typing import Any, Optional
 
 
+class ConfigMixin:
+    """``from_dict`` / ``from_json_file`` / ``to_dict`` for the dataclass configs, as transformers' configs."""
+    use_return_dict = True  # outputs are ModelOutput objects unless a forward gets return_dict=False
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Build from a ``config.json`` dict; unknown keys are ignored, ``id2label`` sets ``num_labels``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        if "id2label" in values and "num_labels" not in values and "num_labels" in names:
+            kwargs["num_labels"] = len(values["id2label"])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike):
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass
-class BertConfig:
+class BertConfig(ConfigMixin):
     """Same field names and defaults as ``transformers.BertConfig`` (BERT-base)."""
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -28,42 +50,3 @@ class BertConfig:
     classifier_dropout: Optional[float] = None
     tie_word_embeddings: bool = True
     model_type: str = "bert"
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "BertConfig":
-        """Build from a ``config.json`` dict; unknown keys are ignored, ``id2label`` sets ``num_labels``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in values.items() if k in names}
-        if "id2label" in values and "num_labels" not in values:
-            kwargs["num_labels"] = len(values["id2label"])
-        return cls(**kwargs)
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def config_to_dict(config) -> dict[str, Any]:
-    """A ``config.json`` dict from either config type (transformers' or ours)."""
-    if hasattr(config, "to_dict"):
-        values = dict(config.to_dict())
-    else:
-        values = dataclasses.asdict(config)
-    values.setdefault("model_type", "bert")
-    return values
-
-
-def load_config(directory: str | os.PathLike):
-    """``transformers.BertConfig`` when transformers is installed (so HF objects round-trip), else ours."""
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no config.json in {directory!r}")
-    try:
-        from transformers import BertConfig as HFBertConfig
-    except ImportError:
-        return BertConfig.from_json_file(path)
-    return HFBertConfig.from_json_file(path)

@@ -1,14 +1,10 @@
-"""In-place patching of existing Hugging Face models: sslfast's attention and fused MLM loss, same weights.
+"""In-place patching of existing Hugging Face models with sslfast's ops, same weights, same outputs.
 
-``sslfast.patch(model)`` is the one-line path for code that builds its models with ``transformers``: the
-model object, its weights and its outputs stay; its attention calls :func:`sslfast.ops.attention` and its
-masked-LM loss becomes :func:`sslfast.ops.linear_cross_entropy` on the labelled rows (the N×V logits are
-built only when the forward has no labels or gets ``return_logits=True``). The swap to a fully unpadded
-model is ``sslfast.models.BertForMaskedLM.from_pretrained(model)``.
+``sslfast.patch(model)`` is the one-line path for code that builds its models with ``transformers`` (or
+receives them from a client such as sentence-transformers): the model object, its weights and its outputs
+stay; what runs underneath is sslfast's. Each family's patch lives in its own file (``patch_bert.py``).
 """
 from __future__ import annotations
-
-import types
 
 import torch
 
@@ -16,7 +12,7 @@ from sslfast.ops.attention import attention
 
 ATTN_NAME = "sslfast"
 
-__all__ = ["patch", "patch_bert", "ATTN_NAME"]
+__all__ = ["patch", "register_attention", "ATTN_NAME"]
 
 
 def _sslfast_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None,
@@ -32,65 +28,28 @@ def _sslfast_attention(module, query, key, value, attention_mask, dropout=0.0, s
     return out.transpose(1, 2).contiguous(), None
 
 
-def _register():
+def register_attention(model) -> None:
+    """Register sslfast's attention with transformers and make ``model`` use it (the path left for calls
+    the unpadded forward does not take, e.g. ``output_attentions``-free fallbacks)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
     AttentionInterface.register(ATTN_NAME, _sslfast_attention)
     AttentionMaskInterface.register(ATTN_NAME, flash_attention_mask)  # hands over the 2D padding mask as is
-
-
-def _mlm_forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 inputs_embeds=None, labels=None, next_sentence_label=None, return_logits=False, **kwargs):
-    """BertForMaskedLM / BertForPreTraining forward with the fused loss on the labelled rows only."""
-    from transformers.modeling_outputs import MaskedLMOutput
-    from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
-
-    kwargs.pop("return_dict", None)
-    outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
-    hidden = outputs.last_hidden_state  # (B, S, D)
-    head = self.cls.predictions
-    loss = None
-    if labels is not None:
-        flat = labels.reshape(-1)
-        keep = torch.nonzero(flat != -100).squeeze(1)
-        rows = head.transform(hidden.reshape(-1, hidden.shape[-1]).index_select(0, keep))
-        from sslfast.ops.cross_entropy import linear_cross_entropy
-        loss = linear_cross_entropy(rows, head.decoder.weight, flat.index_select(0, keep), head.bias)
-    logits = head(hidden) if labels is None or return_logits else None
-    if not hasattr(self.cls, "seq_relationship"):
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
-                              attentions=outputs.attentions)
-    pair_logits = self.cls.seq_relationship(outputs.pooler_output)
-    if loss is not None and next_sentence_label is not None:
-        loss = loss + torch.nn.functional.cross_entropy(pair_logits.view(-1, 2), next_sentence_label.view(-1))
-    elif next_sentence_label is None:
-        loss = None  # as transformers: the pre-training loss needs both labels
-    return BertForPreTrainingOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=pair_logits,
-                                    hidden_states=outputs.hidden_states, attentions=outputs.attentions)
-
-
-def patch_bert(model):
-    """Patch a ``transformers`` BERT model (any head) in place; returns it. Idempotent."""
-    if getattr(getattr(model, "config", None), "model_type", None) != "bert":
-        raise TypeError(f"patch_bert expects a transformers BERT model, got {type(model).__name__}")
-    _register()
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(ATTN_NAME)
     else:
         model.config._attn_implementation = ATTN_NAME
-    if type(model).__name__ in ("BertForMaskedLM", "BertForPreTraining"):
-        model.forward = types.MethodType(_mlm_forward, model)
-    model._sslfast_patched = True
-    return model
 
 
-_PATCHERS = {"bert": patch_bert}
+def _patchers():
+    from sslfast.models.patch_bert import patch_bert
+    return {"bert": patch_bert}
 
 
 def patch(model):
     """Patch a ``transformers`` model in place with sslfast's ops (supported: BERT); returns it."""
     kind = getattr(getattr(model, "config", None), "model_type", None)
-    if kind not in _PATCHERS:
-        raise TypeError(f"sslfast.patch: no patch for model_type={kind!r} (supported: {sorted(_PATCHERS)})")
-    return _PATCHERS[kind](model)
+    patchers = _patchers()
+    if kind not in patchers:
+        raise TypeError(f"sslfast.patch: no patch for model_type={kind!r} (supported: {sorted(patchers)})")
+    return patchers[kind](model)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from sslfast.ops._checks import check_same_device, check_tensor
 from sslfast.ops._dispatch import resolve_backend
 from sslfast.ops.flash_attention import flash_attention, packed_sequence_table, padded_sequence_table
+from sslfast.ops.token_layout import TokenLayout
 
 __all__ = ["attention", "varlen_attention", "unpad", "pad", "attention_reference"]
 
@@ -120,19 +121,13 @@ def _check_dropout(op, p):
 
 def unpad(x: torch.Tensor, attention_mask: torch.Tensor):
     """(B, S, ...) + mask (B, S) → packed (total, ...), indices (total,), cu_seqlens (B+1,) int32, max_seqlen."""
-    mask = attention_mask.bool()
-    lengths = mask.sum(-1, dtype=torch.int32)  # (B,)
-    indices = torch.nonzero(mask.flatten(), as_tuple=False).flatten()
-    cu_seqlens = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-    max_seqlen = int(lengths.max()) if lengths.numel() else 0
-    return x.flatten(0, 1)[indices], indices, cu_seqlens, max_seqlen
+    layout = TokenLayout.from_mask(attention_mask, *attention_mask.shape[:2], always_index=True)
+    return layout.pack(x), layout.indices, layout.cu_seqlens, layout.max_seqlen
 
 
 def pad(x: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
     """Inverse of :func:`unpad`: packed (total, ...) → (batch, seqlen, ...) with zeros at padding."""
-    out = x.new_zeros(batch * seqlen, *x.shape[1:])
-    out = out.index_copy(0, indices, x)
-    return out.view(batch, seqlen, *x.shape[1:])
+    return TokenLayout(batch, seqlen, indices=indices).unpack(x)
 
 
 def _check_cu_seqlens(op, cu_q, cu_k, total_q, total_k, max_q, max_k, check_values):
@@ -156,14 +151,6 @@ def _check_cu_seqlens(op, cu_q, cu_k, total_q, total_k, max_q, max_k, check_valu
             raise ValueError(f"{op}: {name} ends at {last} but the packed tensor has {total} tokens")
         if longest > max_seqlen:
             raise ValueError(f"{op}: a sequence in {name} is longer ({longest}) than max_seqlen={max_seqlen}")
-
-
-def _padded_positions(cu, lengths, max_seqlen):
-    """Row of every packed token in a (B * max_seqlen) padded layout."""
-    total = int(cu[-1])
-    batch_of = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu.device), lengths.long(),
-                                       output_size=total)
-    return batch_of * max_seqlen + (torch.arange(total, device=cu.device) - cu[:-1].long()[batch_of])
 
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False,
@@ -240,8 +227,10 @@ def _varlen_padded(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen
     """Pad to (B, H, max_seqlen, D) and run one masked SDPA (the fallback for CUDA without Triton)."""
     len_q, len_k = cu_seqlens_q[1:] - cu_seqlens_q[:-1], cu_seqlens_k[1:] - cu_seqlens_k[:-1]
     batch, heads, d = len_q.numel(), q.shape[1], q.shape[2]
-    rows_q = _padded_positions(cu_seqlens_q, len_q, max_seqlen_q)
-    rows_k = _padded_positions(cu_seqlens_k, len_k, max_seqlen_k)
+    rows_q = TokenLayout(batch, max_seqlen_q, cu_seqlens=cu_seqlens_q, max_seqlen=max_seqlen_q,
+                         packed_shape=(q.shape[0],)).grid_positions()
+    rows_k = TokenLayout(batch, max_seqlen_k, cu_seqlens=cu_seqlens_k, max_seqlen=max_seqlen_k,
+                         packed_shape=(k.shape[0],)).grid_positions()
 
     def to_padded(x, rows, seqlen):  # (total, H, D) -> (B, H, S, D)
         out = x.new_zeros(batch * seqlen, heads, d).index_copy(0, rows, x)
