@@ -91,6 +91,14 @@ class CausalLMDataset:
     def __len__(self) -> int:
         return self.num_rows if self.packed else len(self.pieces)
 
+    def lengths(self) -> np.ndarray:
+        """(N,) tokens of every example."""
+        if self.packed:
+            return np.full(self.num_rows, self.seq_len, dtype=np.int64)
+        doc_lengths = self.doc_spans[:, 1] - self.doc_spans[:, 0] + 1  # eos included
+        k, piece = self.pieces[:, 0], self.pieces[:, 1]
+        return np.minimum(doc_lengths[k] - piece * self.seq_len, self.seq_len)
+
     def _document_with_eos(self, k: int, start: int, end: int) -> np.ndarray:
         """Tokens ``[start, end)`` of document k followed by its eos (stream coordinates inside it)."""
         d0, d1 = self.doc_spans[k]

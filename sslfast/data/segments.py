@@ -63,6 +63,10 @@ class MaskedLMDataset:
     def __len__(self) -> int:
         return len(self.spans)
 
+    def lengths(self) -> np.ndarray:
+        """(N,) tokens of every example, [CLS] and [SEP] included."""
+        return self.spans[:, 1] - self.spans[:, 0] + 2
+
     def __getitem__(self, i: int) -> dict:
         start, end = self.spans[i]
         ids = np.empty(end - start + 2, dtype=np.int64)

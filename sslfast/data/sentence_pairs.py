@@ -51,6 +51,10 @@ class SentencePairDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def lengths(self) -> np.ndarray:
+        """(N,) tokens of every example, the three special tokens included."""
+        return self.pairs[:, 1] - self.pairs[:, 0] + self.pairs[:, 3] - self.pairs[:, 2] + 3
+
     def __getitem__(self, i: int) -> dict:
         a0, a1, b0, b1, label = (int(v) for v in self.pairs[i])
         la, lb = a1 - a0, b1 - b0

@@ -22,7 +22,8 @@ import torch
 
 from sslfast._atomic import fsync_directory
 
-__all__ = ["CheckpointCorrupt", "save_checkpoint", "begin_checkpoint", "finish_checkpoint", "verify_checkpoint", "list_checkpoints",
+__all__ = ["CheckpointCorrupt", "save_checkpoint", "begin_checkpoint", "finish_checkpoint", "set_aside",
+           "set_aside_after", "remove_stale_temporaries", "verify_checkpoint", "list_checkpoints",
            "latest_valid_checkpoint", "load_state", "STATE_FILE"]
 
 STATE_FILE = "state.pt"
@@ -80,13 +81,42 @@ def finish_checkpoint(checkpoints_dir: str, step: int, tmp: str, *, keep: int = 
         f.flush()
         os.fsync(f.fileno())
     fsync_directory(tmp)
-    if os.path.exists(final):  # the same step saved again (e.g. a signal right after a periodic save)
-        shutil.rmtree(final)
+    replaced = None
+    if os.path.exists(final):  # the same step saved again: the old copy stays until the new one is in place
+        replaced = f"{final}.replaced-{os.getpid()}"
+        os.rename(final, replaced)
     os.rename(tmp, final)
     fsync_directory(checkpoints_dir)
-    for old in list_checkpoints(checkpoints_dir)[keep:]:
+    if replaced:
+        shutil.rmtree(replaced, ignore_errors=True)
+    for old in list_checkpoints(checkpoints_dir)[keep:]:  # the newest steps stay (see set_aside_after)
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def set_aside(path: str, reason: str) -> str:
+    """Move a checkpoint out of the resumable set (renamed ``<name>.<reason>-<time>``), keeping its files."""
+    target = f"{path}.{reason}-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.rename(path, target)
+    return target
+
+
+def set_aside_after(checkpoints_dir: str, step: int) -> list[str]:
+    """Set aside every checkpoint newer than ``step``: a run resumed from ``step`` starts a new timeline, and
+    the abandoned one must neither be resumed later nor crowd the new checkpoints out of ``keep``."""
+    moved = []
+    for path in list_checkpoints(checkpoints_dir):
+        if int(os.path.basename(path).split("-")[1]) > step:
+            moved.append(set_aside(path, "abandoned"))
+    return moved
+
+
+def remove_stale_temporaries(checkpoints_dir: str) -> None:
+    """Delete ``.tmp-step-*`` folders a crashed save left behind."""
+    if os.path.isdir(checkpoints_dir):
+        for name in os.listdir(checkpoints_dir):
+            if name.startswith(".tmp-step-"):
+                shutil.rmtree(os.path.join(checkpoints_dir, name), ignore_errors=True)
 
 
 def save_checkpoint(checkpoints_dir: str, step: int, write: Callable[[str], None], *, keep: int = 3,
@@ -135,15 +165,18 @@ def list_checkpoints(checkpoints_dir: str) -> list[str]:
     return [path for _, path in sorted(found, reverse=True)]
 
 
-def latest_valid_checkpoint(checkpoints_dir: str) -> Optional[str]:
+def latest_valid_checkpoint(checkpoints_dir: str, *, set_aside_damaged: bool = False) -> Optional[str]:
     """The newest checkpoint whose files match their checksums; each newer bad one is skipped with a
-    warning that names it. None when there is no valid checkpoint."""
+    warning that names it (and, with ``set_aside_damaged``, renamed ``….damaged-<time>`` so that it is never
+    tried again nor counted among the kept). None when there is no valid checkpoint."""
     for path in list_checkpoints(checkpoints_dir):
         try:
             verify_checkpoint(path)
             return path
         except CheckpointCorrupt as err:
-            warnings.warn(f"skipping a damaged checkpoint: {err}", stacklevel=2)
+            moved = set_aside(path, "damaged") if set_aside_damaged else None
+            warnings.warn(f"skipping a damaged checkpoint: {err}" + (f" (moved to {moved})" if moved else ""),
+                          stacklevel=2)
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Optional
 
@@ -53,7 +54,7 @@ class PretrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-6
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # 0: no clipping
     precision: str = "fp32"
     mlm_probability: float = 0.15
     whole_word_mask: bool = False
@@ -121,8 +122,26 @@ class PretrainConfig:
         for name in ("max_steps", "max_tokens", "micro_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
+        if not self.lr > 0 or not math.isfinite(self.lr):
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        checks = [
+            ("warmup", self.warmup >= 0, "non-negative (steps, or a fraction of the run below 1)"),
+            ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "in [0, 1]"),
+            ("beta1", 0.0 <= self.beta1 < 1.0, "in [0, 1)"),
+            ("beta2", 0.0 <= self.beta2 < 1.0, "in [0, 1)"),
+            ("eps", self.eps > 0, "positive"),
+            ("weight_decay", self.weight_decay >= 0, "non-negative"),
+            ("max_grad_norm", math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0,
+             "finite and non-negative (0 turns clipping off)"),
+            ("eval_fraction", 0.0 <= self.eval_fraction < 1.0, "in [0, 1)"),
+            ("eval_every", self.eval_every >= 0, "non-negative (0: only at the end)"),
+            ("save_every", self.save_every >= 0, "non-negative (0: only at the end and on signals)"),
+            ("eval_batches", self.eval_batches >= 0, "non-negative"),
+            ("prefetch", self.prefetch >= 0, "non-negative"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"--{name.replace('_', '-')} must be {what}, got {getattr(self, name)}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.mlm_probability < 1.0:

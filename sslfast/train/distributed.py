@@ -77,7 +77,8 @@ def init_distributed(device: Optional[str] = None) -> DistributedContext:
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     ctx = DistributedContext(rank, world, local, dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # small bookkeeping reductions (counts, flags, eval sums) run on CPU tensors: gloo serves them on GPUs too
+        dist.init_process_group("cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo")
         ctx.initialized = True
     elif world > 1:
         ctx.initialized = True

@@ -18,9 +18,9 @@ class MetricsLog:
         if resume_step is None:
             open(path, "w").close()
         elif os.path.isfile(path):
+            from sslfast._atomic import atomic_write_text
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step]
-            with open(path, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(path, "a")
 
     def write(self, record: dict) -> None:

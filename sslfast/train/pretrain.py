@@ -37,7 +37,7 @@ _HELP = {
     "beta1": "optimizer β1",
     "beta2": "optimizer β2",
     "eps": "optimizer ε",
-    "max_grad_norm": "gradient clipping by global norm",
+    "max_grad_norm": "gradient clipping by global norm (0: no clipping)",
     "precision": "fp32 | bf16 (autocast, fp32 master weights)",
     "mlm_probability": "masked-LM masking rate (0.15 BERT, 0.30 MosaicBERT)",
     "whole_word_mask": "mask whole words (all WordPiece pieces together)",
@@ -75,12 +75,9 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
     for field in dataclasses.fields(PretrainConfig):
         flag = "--" + field.name.replace("_", "-")
         kind = str(field.type)
-        if kind == "bool":
-            if field.default:
-                p.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_false",
-                               help=f"no {_HELP[field.name]}")
-            else:
-                p.add_argument(flag, dest=field.name, action="store_true", help=_HELP[field.name])
+        if kind == "bool":  # --flag / --no-flag, so either can override a --config file
+            p.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                           help=f"{_HELP[field.name]} (default: {'on' if field.default else 'off'})")
             continue
         p.add_argument(flag, dest=field.name, type=_TYPES[kind], choices=_CHOICES.get(field.name),
                        help=f"{_HELP[field.name]} (default: {field.default})")

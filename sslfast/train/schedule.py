@@ -1,4 +1,5 @@
-"""Learning-rate schedules: linear warm-up, then linear or cosine decay to ``min_lr_ratio`` × the peak."""
+"""Learning-rate schedules: linear warm-up to the peak at step ``warmup``, then linear or cosine decay towards
+``min_lr_ratio`` × the peak (reached one step after the last)."""
 from __future__ import annotations
 
 import math
@@ -21,11 +22,11 @@ def lr_multiplier(step: int, *, warmup: int, total: int, schedule: str, min_lr_r
     """Factor on the peak learning rate for optimizer step ``step`` (0-based)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if warmup and step < warmup:
-        return (step + 1) / warmup
+    if step < warmup:  # the first step already learns; the peak is reached at step ``warmup``, once
+        return (step + 1) / (warmup + 1)
     if schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))  # the last step keeps a small rate, as HF
     if schedule == "linear":
         shape = 1.0 - progress
     else:

@@ -62,7 +62,7 @@ class Trainer:
         self.micro_batch = cfg.micro_batch(ctx.world_size)
         self.accumulation = cfg.accumulation(ctx.world_size)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.task.prepare(self.out, resume_path is not None)
+        self.task.prepare(self.out, resume_path)
         model = self._given_model if self._given_model is not None else self.task.build_model()
         model.to(ctx.device).train()
         if cfg.activation_checkpointing:
@@ -70,16 +70,22 @@ class Trainer:
         self.model_unwrapped = model
         self.model = self._wrap(model)
         self.optimizer = self._optimizer()
+        try:
+            self.loader = self.task.train_loader(self.micro_batch, self.accumulation)
+        except ValueError as err:  # e.g. a global batch larger than the data
+            raise ConfigError(str(err)) from None
         self.total_steps = self._total_steps()
-        self.scheduler = build_scheduler(self.optimizer, warmup=warmup_steps(cfg.warmup, self.total_steps),
-                                         total=self.total_steps, schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio)
-        self.loader = self.task.train_loader(self.micro_batch, self.accumulation)
+        self.warmup_steps = warmup_steps(cfg.warmup, self.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, warmup=self.warmup_steps, total=self.total_steps,
+                                         schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio)
         self.eval_batches = self.task.eval_batches(self.micro_batch)
         torch.manual_seed(cfg.seed + 1 + 1009 * ctx.rank)  # dropout differs across ranks
+        self._saved_step = None
         if resume_path is not None:
             self._load(resume_path)
-        elif ctx.is_main:
-            cfg.save(os.path.join(self.out, "run_config.yaml"))
+        config_path = os.path.join(self.out, "run_config.yaml")
+        if ctx.is_main and (resume_path is None or not os.path.isfile(config_path)):
+            cfg.save(config_path)
         self.metrics = MetricsLog(os.path.join(self.out, "metrics.jsonl"),
                                   resume_step=self.step if resume_path is not None else None) if ctx.is_main else None
         self._is_setup = True
@@ -99,6 +105,8 @@ class Trainer:
                     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             ctx.barrier()
         os.makedirs(self.out, exist_ok=True)
+        if ctx.is_main:
+            ckpt.remove_stale_temporaries(os.path.join(self.out, "checkpoints"))
         if not cfg.resume:
             return None
         if cfg.resume == "auto":
@@ -110,7 +118,7 @@ class Trainer:
         else:
             raise ConfigError(f"--resume {cfg.resume!r}: neither 'auto', a checkpoint folder (with {ckpt.META_FILE}) "
                               f"nor a run folder (with checkpoints/)")
-        path = ckpt.latest_valid_checkpoint(source) if ctx.is_main else None
+        path = ckpt.latest_valid_checkpoint(source, set_aside_damaged=True) if ctx.is_main else None
         path = ctx.broadcast_object(path)
         if path is None:
             saved = os.path.join(self.out, "run_config.yaml")
@@ -160,20 +168,21 @@ class Trainer:
         cfg = self.config
         if cfg.max_steps is not None:
             return cfg.max_steps
-        sample = [self.task.counts(self.task.collate([self.task.train_dataset[i]], [0]))["tokens"]
-                  for i in range(min(64, len(self.task.train_dataset)))]
-        per_step = max(1.0, sum(sample) / len(sample) * cfg.global_batch_size)
+        per_step = max(1.0, self.task.mean_example_tokens() * cfg.global_batch_size)
         return max(1, math.ceil(cfg.max_tokens / per_step))
 
     # --- checkpoints ---------------------------------------------------------------------------------------
     def save(self) -> str:
-        """Checkpoint the current step (every rank calls this); returns its folder."""
+        """Checkpoint the current step (every rank calls this); returns its folder. A step already saved is
+        not written again (a signal right after a periodic save)."""
         cfg, ctx = self.config, self.ctx
+        if self._saved_step is not None and self._saved_step[0] == self.step:
+            return self._saved_step[1]
         rngs = ctx.all_gather_object(rng_state())
         directory = os.path.join(self.out, "checkpoints")
         state = {"optimizer": None if cfg.fsdp else self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "step": self.step, "tokens_seen": self.tokens_seen, "loader": self.loader.state_dict(), "rng": rngs,
-                 "world_size": ctx.world_size,
+                 "world_size": ctx.world_size, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
                  "model": None if cfg.fsdp else unwrap(self.model).state_dict()}
         meta = {"fingerprint": self.task.fingerprint, "run_config": cfg.to_dict(), "world_size": ctx.world_size,
                 "tokens_seen": self.tokens_seen}
@@ -195,6 +204,7 @@ class Trainer:
                 tmp, ckpt.STATE_FILE)), keep=cfg.keep_checkpoints, extra_meta=meta)
         path = ctx.broadcast_object(path)
         ctx.barrier()
+        self._saved_step = (self.step, path)
         if os.environ.get(_FAULT_KILL) == str(self.step):
             os.kill(os.getpid(), signal.SIGKILL)
         return path
@@ -226,9 +236,21 @@ class Trainer:
         else:
             unwrap(self.model).load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        # the schedule continues from this step: the warm-up as it was, the decay over the (maybe new) length
+        self.warmup_steps = int(state.get("warmup_steps", self.warmup_steps))
+        self.scheduler = build_scheduler(self.optimizer, warmup=self.warmup_steps, total=self.total_steps,
+                                         schedule=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio)
+        self.scheduler.last_epoch = self.step
+        lrs = [base * self.scheduler.lr_lambdas[0](self.step) for base in self.scheduler.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs
+        if ctx.is_main and os.path.dirname(path) == os.path.join(self.out, "checkpoints"):
+            for moved in ckpt.set_aside_after(os.path.dirname(path), self.step):
+                warnings.warn(f"resuming from step {self.step}: the later checkpoint of the abandoned run was set "
+                              f"aside as {moved}", stacklevel=2)
         if state["world_size"] == ctx.world_size:
             set_rng_state(state["rng"][ctx.rank])
         else:
@@ -260,7 +282,7 @@ class Trainer:
                     loss = self.task.loss(self.model, to_device(batch, ctx.device), totals, ctx.world_size)
                 loss.backward()
             running += loss.detach().float()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm or float("inf"))
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
         stats = torch.stack([ctx.all_reduce_sum(running) / ctx.world_size, grad_norm.float().to(ctx.device)])
@@ -322,6 +344,14 @@ class Trainer:
         from tqdm.auto import tqdm
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"pretrain {cfg.model}-{cfg.size}",
                    unit="step", disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True)
+        if self._done():  # a finished run resumed with the same length: nothing to do
+            bar.close()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            if ctx.is_main:
+                print(f"sslfast pretrain: {self.out} already reached step {self.step}; raise --max-steps / "
+                      f"--max-tokens to train further")
+            return {"step": self.step, "tokens_seen": self.tokens_seen, "already_done": True}
         batches = self.loader.forever()
         last = {}
         window_tokens, window_start, data_time = 0, time.perf_counter(), 0.0

@@ -7,6 +7,8 @@ batches (``cu_seqlens``), transformers' side padded ones with ``attention_mask``
 Full: BERT-mini (4 layers, hidden 256), global batch 32 × ≤128 tokens; quick: BERT-tiny, batch 8 × ≤64.
 GPU: BERT-base, bf16, batch 64 × ≤128.
 """
+import atexit
+import shutil
 import tempfile
 
 import torch
@@ -24,10 +26,12 @@ def unavailable_reason():
 
 def _trainer(size, batch, length, device, precision, model=None):
     from sslfast.train import PretrainConfig, Trainer
+    out = tempfile.mkdtemp(prefix="sslfast-bench-pretrain-")
+    atexit.register(shutil.rmtree, out, True)
     config = PretrainConfig(model="bert", size=size, objective="mlm+nsp", max_length=length, global_batch_size=batch,
                             max_steps=10**6, dropout=0.0, eval_every=0, save_every=0, progress=False, plot=False,
                             device=device, precision=precision, prefetch=0,
-                            out=tempfile.mkdtemp(prefix="sslfast-bench-pretrain-"))
+                            out=out)
     return Trainer(config, model=model).setup()
 
 

@@ -39,8 +39,18 @@ class Task:
         self.foreign_model = False  # a model that is not sslfast's (e.g. transformers'): padded batches, plain loss
 
     # --- data ---
-    def prepare(self, out_dir: str, resuming: bool) -> None:
+    def prepare(self, out_dir: str, resume_path: Optional[str]) -> None:
+        """Build the datasets, tokenizer and collator (``resume_path``: the checkpoint a resumed run starts
+        from, whose run folder may hold the tokenizer)."""
         raise NotImplementedError
+
+    def mean_example_tokens(self) -> float:
+        """Average input tokens per training example (sizes a ``--max-tokens`` schedule)."""
+        lengths = getattr(self.train_dataset, "lengths", None)
+        if lengths is not None:
+            return float(lengths().mean())
+        picks = range(0, len(self.train_dataset), max(1, len(self.train_dataset) // 512))
+        return sum(len(self.train_dataset[i]["input_ids"]) for i in picks) / len(picks)
 
     def train_loader(self, micro_batch: int, accumulation: int) -> BatchLoader:
         return BatchLoader(self.train_dataset, self.collate, batch_size=micro_batch, seed=self.config.seed,
@@ -49,14 +59,24 @@ class Task:
 
     def eval_batches(self, micro_batch: int) -> list[dict]:
         """This rank's share of the held-out examples: the first ``eval_batches × global_batch_size`` (fixed,
-        the same at every evaluation and whatever the world size), dealt round-robin to the ranks."""
+        the same at every evaluation and whatever the world size), dealt round-robin to the ranks. Every rank
+        gets the same number of batches (a rank with fewer examples repeats one with ``eval_weight`` 0), so
+        sharded models run their collectives in step."""
         if self.eval_dataset is None or len(self.eval_dataset) == 0 or self.config.eval_batches == 0:
             return []
-        count = min(len(self.eval_dataset), self.config.eval_batches * self.config.global_batch_size)
-        mine = list(range(self.ctx.rank, count, self.ctx.world_size))
         from sslfast.data import example_seeds
-        return [self.collate([self.eval_dataset[i] for i in chunk], example_seeds(self.config.seed, 0, chunk))
-                for chunk in (mine[k:k + micro_batch] for k in range(0, len(mine), micro_batch))]
+        count = min(len(self.eval_dataset), self.config.eval_batches * self.config.global_batch_size)
+        world = self.ctx.world_size
+        per_rank = -(-count // world)
+        batches = []
+        for k in range(0, per_rank, micro_batch):
+            positions = [self.ctx.rank + world * i for i in range(k, min(k + micro_batch, per_rank))]
+            real = [p for p in positions if p < count]
+            chunk = real or [self.ctx.rank % count]
+            batch = self.collate([self.eval_dataset[i] for i in chunk], example_seeds(self.config.seed, 0, chunk))
+            batch["eval_weight"] = 1.0 if real else 0.0
+            batches.append(batch)
+        return batches
 
     # --- model ---
     def build_model(self) -> torch.nn.Module:

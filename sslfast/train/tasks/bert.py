@@ -27,16 +27,22 @@ def load_text_corpus(data: str) -> D.Corpus:
     return D.default_corpus() if data == "default" else D.load_corpus(data)
 
 
-def prepare_tokenizer(config, ctx, out_dir: str, kind: str):
-    """The run's tokenizer: trained on rank 0 (saved under ``<out>/tokenizer``) or loaded from a path."""
+def prepare_tokenizer(config, ctx, out_dir: str, kind: str, resume_path=None):
+    """The run's tokenizer: loaded from ``--tokenizer PATH``, or trained on rank 0 and saved under
+    ``<out>/tokenizer`` (a run resumed from a checkpoint of another folder takes that run's tokenizer)."""
     saved = os.path.join(out_dir, "tokenizer")
     if config.tokenizer != "train":
         return D.load_tokenizer(config.tokenizer), None
     corpus = None
     if ctx.is_main and not os.path.isfile(os.path.join(saved, "tokenizer.json")):
-        corpus = load_text_corpus(config.data)
-        D.save_tokenizer(D.train_tokenizer(corpus, kind, vocab_size=config.vocab_size), saved,
-                         model_max_length=config.max_length)
+        source_run = os.path.dirname(os.path.dirname(resume_path)) if resume_path else None
+        if source_run and os.path.isfile(os.path.join(source_run, "tokenizer", "tokenizer.json")):
+            D.save_tokenizer(D.load_tokenizer(os.path.join(source_run, "tokenizer")), saved,
+                             model_max_length=config.max_length)
+        else:
+            corpus = load_text_corpus(config.data)
+            D.save_tokenizer(D.train_tokenizer(corpus, kind, vocab_size=config.vocab_size), saved,
+                             model_max_length=config.max_length)
     ctx.barrier()
     return D.load_tokenizer(saved), corpus
 
@@ -44,11 +50,11 @@ def prepare_tokenizer(config, ctx, out_dir: str, kind: str):
 class BertTask(Task):
     name = "bert"
 
-    def prepare(self, out_dir: str, resuming: bool) -> None:
+    def prepare(self, out_dir: str, resume_path) -> None:
         cfg, ctx = self.config, self.ctx
         if cfg.data == "digits":
             raise ConfigError("--data digits is image data; BERT needs text (default, or a .txt/.jsonl path)")
-        self.tokenizer, corpus = prepare_tokenizer(cfg, ctx, out_dir, "wordpiece")
+        self.tokenizer, corpus = prepare_tokenizer(cfg, ctx, out_dir, "wordpiece", resume_path)
         self.special = D.special_tokens(self.tokenizer)
         self.special.require("cls", "sep", "mask", "pad", purpose="BERT pretraining")
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
@@ -114,7 +120,8 @@ class BertTask(Task):
         return list(unwrap(model).bert.encoder.layer)
 
     def counts(self, batch):
-        counts = {"tokens": int(batch["input_ids"].numel()), "labelled": int((batch["labels"] != -100).sum())}
+        tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
+        counts = {"tokens": tokens, "labelled": int((batch["labels"] != -100).sum())}
         if "next_sentence_label" in batch:
             counts["sequences"] = int(batch["next_sentence_label"].numel())
         return counts
@@ -129,24 +136,21 @@ class BertTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model, batches):
+        """MLM loss, accuracy and perplexity over the held-out batches (and NSP/SOP accuracy), summed over
+        ranks. sslfast's BERT runs its head on the labelled rows only; another model's logits are used."""
         model = unwrap(model)
-        head = model.cls.predictions
         sums = torch.zeros(5, dtype=torch.float64)  # mlm loss sum, mlm correct, labelled, pair correct, pairs
         for batch in batches:
-            batch = {k: v.to(self.ctx.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            packed, layout, _ = model.bert.encode(input_ids=batch["input_ids"],
-                                                  token_type_ids=batch["token_type_ids"],
-                                                  cu_seqlens=batch["cu_seqlens"], max_seqlen=batch["max_seqlen"])
-            labels = layout.pack(batch["labels"])
-            keep = labels != -100
-            logits = head(packed[keep]).float()  # (M, V): the labelled rows only
-            sums[0] += F.cross_entropy(logits, labels[keep], reduction="sum").double().cpu()
-            sums[1] += (logits.argmax(-1) == labels[keep]).sum().cpu()
-            sums[2] += keep.sum().cpu()
-            if "next_sentence_label" in batch and hasattr(model.cls, "seq_relationship"):
-                pair = model.cls.seq_relationship(model.bert.pool(packed, layout))
-                sums[3] += (pair.argmax(-1) == batch["next_sentence_label"]).sum().cpu()
-                sums[4] += batch["next_sentence_label"].numel()
+            weight = batch.get("eval_weight", 1.0)
+            batch = {k: v.to(self.ctx.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+                     if k != "eval_weight"}
+            logits, labels, pair = self._eval_logits(model, batch)  # (M, V), (M,), (B, 2) or None
+            sums[0] += weight * F.cross_entropy(logits, labels, reduction="sum").double().cpu()
+            sums[1] += weight * (logits.argmax(-1) == labels).sum().cpu()
+            sums[2] += weight * labels.numel()
+            if pair is not None and "next_sentence_label" in batch:
+                sums[3] += weight * (pair.argmax(-1) == batch["next_sentence_label"]).sum().cpu()
+                sums[4] += weight * batch["next_sentence_label"].numel()
         sums = self.ctx.all_reduce_sum(sums)
         if sums[2] == 0:
             return {}
@@ -156,6 +160,22 @@ class BertTask(Task):
         if sums[4]:
             out[f"eval_{self.config.objective.split('+')[1]}_accuracy"] = float(sums[3] / sums[4])
         return out
+
+    def _eval_logits(self, model, batch):
+        """(logits of the labelled tokens fp32, their labels, pair logits or None)."""
+        if self.foreign_model:
+            out = model(**{k: v for k, v in batch.items() if k not in ("labels", "next_sentence_label")})
+            keep = batch["labels"] != -100
+            logits = out.prediction_logits if hasattr(out, "prediction_logits") else out.logits
+            return logits[keep].float(), batch["labels"][keep], getattr(out, "seq_relationship_logits", None)
+        packed, layout, _ = model.bert.encode(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                                              cu_seqlens=batch["cu_seqlens"], max_seqlen=batch["max_seqlen"])
+        labels = layout.pack(batch["labels"])
+        keep = labels != -100
+        logits = model.cls.predictions(packed[keep]).float()  # the head on the labelled rows only
+        pair = model.cls.seq_relationship(model.bert.pool(packed, layout)) \
+            if hasattr(model.cls, "seq_relationship") else None
+        return logits, labels[keep], pair
 
     def save_final(self, model, directory):
         unwrap(model).save_pretrained(directory)
