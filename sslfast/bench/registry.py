@@ -14,6 +14,7 @@ OPS = {
     "varlen_attention": "attention",
     "bert": "bert",
     "pretrain": "pretrain",
+    "sentence_transformers": "sentence_transformers",
 }
 
 
