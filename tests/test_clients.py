@@ -86,6 +86,29 @@ def test_trainer_gradient_accumulation_normalises_over_the_whole_batch(tmp_path)
         torch.testing.assert_close(p, q, rtol=1e-4, atol=2e-5, msg=name)
 
 
+def causal_examples(n=40, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        ids = torch.randint(0, 97, (int(torch.randint(4, 16, (1,), generator=g)),), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": ids})
+    return rows
+
+
+def test_trainer_trains_and_evaluates_sslfast_gpt2_to_transformers_losses(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
+                                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    hf = transformers.GPT2LMHeadModel(config)
+    ours = models.GPT2LMHeadModel.from_pretrained(hf).train()
+    data = causal_examples()
+    hf_losses, hf_eval = run_trainer(hf, tmp_path / "hf", 8, 2, data)
+    our_losses, our_eval = run_trainer(ours, tmp_path / "ours", 8, 2, data)
+    assert len(our_losses) == 6 and our_losses == pytest.approx(hf_losses, abs=2e-5)
+    assert our_eval["eval_loss"] == pytest.approx(hf_eval["eval_loss"], abs=2e-5)
+    assert our_eval["eval_accuracy"] == pytest.approx(hf_eval["eval_accuracy"])
+
+
 def test_pretrained_model_interface_as_transformers():
     torch.manual_seed(0)
     config = transformers.BertConfig(**CONFIG)

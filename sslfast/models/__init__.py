@@ -4,11 +4,14 @@ from sslfast.models.bert import (BertForMaskedLM, BertForMultipleChoice, BertFor
                                  BertForQuestionAnswering, BertForSequenceClassification,
                                  BertForTokenClassification, BertModel)
 from sslfast.models.config import BertConfig
+from sslfast.models.gpt2 import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Model
 from sslfast.models.hub import CheckpointError
+from sslfast.models.kv_cache import KVCache
 from sslfast.models.outputs import ModelOutput
 
 __all__ = [
     "PreTrainedModel", "ModelOutput", "BertConfig", "BertModel", "BertForPreTraining", "BertForMaskedLM",
     "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering",
-    "BertForMultipleChoice", "CheckpointError",
+    "BertForMultipleChoice", "GPT2Config", "GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification", "KVCache",
+    "CheckpointError",
 ]

@@ -2,7 +2,8 @@
 
 Each output class declares its fields (the same names and order as transformers'). Fields left ``None`` are
 not stored (so ``to_tuple()`` and ``keys()`` list only what was computed, as transformers does); reading a
-declared field that is ``None`` gives ``None``, reading a name that is no field raises ``AttributeError``.
+declared field that is ``None`` gives ``None``, reading a name that is no field raises ``AttributeError``. The
+key/value cache is the field ``cache`` (recent transformers' name), also readable as ``past_key_values``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class ModelOutput(dict):
     """``out.logits``, ``out["logits"]``, ``out[0]`` (the first set field) and ``out.to_tuple()`` all work."""
 
     fields: tuple = ()
+    aliases = {"past_key_values": "cache"}  # the key/value cache's name in earlier transformers versions
 
     def __init__(self, **values):
         unknown = [k for k in values if k not in self.fields]
@@ -24,6 +26,7 @@ class ModelOutput(dict):
         super().__init__((name, values[name]) for name in self.fields if values.get(name) is not None)
 
     def __getattr__(self, name):
+        name = type(self).aliases.get(name, name) if name not in type(self).fields else name
         if name in type(self).fields:
             return self.get(name)
         raise AttributeError(f"{type(self).__name__} has no field {name!r}; fields: {list(type(self).fields)}")
@@ -63,7 +66,7 @@ BaseModelOutputWithPooling = _output(
     "BaseModelOutputWithPooling", "last_hidden_state", "pooler_output", "hidden_states", "attentions",
     doc="Encoder outputs: ``last_hidden_state`` (B, S, D), ``pooler_output`` (B, D).")
 BaseModelOutputWithPast = _output(
-    "BaseModelOutputWithPast", "last_hidden_state", "past_key_values", "hidden_states", "attentions",
+    "BaseModelOutputWithPast", "last_hidden_state", "cache", "hidden_states", "attentions",
     doc="Decoder outputs: ``last_hidden_state`` (B, S, D) and the key/value cache.")
 MaskedLMOutput = _output("MaskedLMOutput", "loss", "logits", "hidden_states", "attentions",
                          doc="Masked-LM loss and (B, S, V) logits.")
@@ -80,8 +83,8 @@ QuestionAnsweringModelOutput = _output(
 MultipleChoiceModelOutput = _output("MultipleChoiceModelOutput", "loss", "logits", "hidden_states", "attentions",
                                     doc="Multiple-choice loss and (B, num_choices) logits.")
 CausalLMOutputWithPast = _output(
-    "CausalLMOutputWithPast", "loss", "logits", "past_key_values", "hidden_states", "attentions",
+    "CausalLMOutputWithPast", "loss", "logits", "cache", "hidden_states", "attentions",
     doc="Causal-LM loss, (B, S, V) logits and the key/value cache.")
 SequenceClassifierOutputWithPast = _output(
-    "SequenceClassifierOutputWithPast", "loss", "logits", "past_key_values", "hidden_states", "attentions",
+    "SequenceClassifierOutputWithPast", "loss", "logits", "cache", "hidden_states", "attentions",
     doc="Sequence-classification loss, (B, num_labels) logits and the key/value cache.")

@@ -2,6 +2,7 @@
 from sslfast.ops._dispatch import BackendUnavailableError, available_backends
 from sslfast.ops.attention import attention, pad, unpad, varlen_attention
 from sslfast.ops.cross_entropy import cross_entropy, linear_cross_entropy
+from sslfast.ops.kv_attention import attention_with_kvcache
 from sslfast.ops.vq import vq_codebook_stats, vq_lookup, vq_lookup_reference
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "vq_codebook_stats",
     "attention",
     "varlen_attention",
+    "attention_with_kvcache",
     "unpad",
     "pad",
     "cross_entropy",

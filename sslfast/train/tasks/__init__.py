@@ -7,7 +7,11 @@ def task_for(config, ctx) -> Task:
     if config.model == "bert":
         from sslfast.train.tasks.bert import BertTask
         return BertTask(config, ctx)
-    raise NotImplementedError(f"--model {config.model} is not available yet (sslfast pretrain supports: bert)")
+    if config.model == "gpt2":
+        from sslfast.train.tasks.gpt2 import GPT2Task
+        return GPT2Task(config, ctx)
+    from sslfast.train.config import ConfigError
+    raise ConfigError(f"--model {config.model} is not available yet (sslfast pretrain supports: bert, gpt2)")
 
 
 __all__ = ["Task", "task_for", "to_device", "unwrap"]

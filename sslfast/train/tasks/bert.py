@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Optional
 
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 import sslfast.data as D
 from sslfast.train.config import ConfigError
 from sslfast.train.tasks.base import Task, unwrap
+from sslfast.train.tasks.text import prepare_tokenizer, tokenized_corpus
 
 __all__ = ["BertTask", "BERT_SIZES"]
 
@@ -21,30 +21,6 @@ BERT_SIZES = {
     "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
     "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
 }
-
-
-def load_text_corpus(data: str) -> D.Corpus:
-    return D.default_corpus() if data == "default" else D.load_corpus(data)
-
-
-def prepare_tokenizer(config, ctx, out_dir: str, kind: str, resume_path=None):
-    """The run's tokenizer: loaded from ``--tokenizer PATH``, or trained on rank 0 and saved under
-    ``<out>/tokenizer`` (a run resumed from a checkpoint of another folder takes that run's tokenizer)."""
-    saved = os.path.join(out_dir, "tokenizer")
-    if config.tokenizer != "train":
-        return D.load_tokenizer(config.tokenizer), None
-    corpus = None
-    if ctx.is_main and not os.path.isfile(os.path.join(saved, "tokenizer.json")):
-        source_run = os.path.dirname(os.path.dirname(resume_path)) if resume_path else None
-        if source_run and os.path.isfile(os.path.join(source_run, "tokenizer", "tokenizer.json")):
-            D.save_tokenizer(D.load_tokenizer(os.path.join(source_run, "tokenizer")), saved,
-                             model_max_length=config.max_length)
-        else:
-            corpus = load_text_corpus(config.data)
-            D.save_tokenizer(D.train_tokenizer(corpus, kind, vocab_size=config.vocab_size), saved,
-                             model_max_length=config.max_length)
-    ctx.barrier()
-    return D.load_tokenizer(saved), corpus
 
 
 class BertTask(Task):
@@ -59,12 +35,7 @@ class BertTask(Task):
         self.special.require("cls", "sep", "mask", "pad", purpose="BERT pretraining")
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
         self.model_config = self._model_config()
-        tokenized = None
-        if ctx.is_main:  # builds the cache once; the other ranks open it
-            corpus = corpus if corpus is not None else load_text_corpus(cfg.data)
-            tokenized = D.TokenizedCorpus.build(corpus, self.tokenizer, progress=cfg.progress)
-        path = ctx.broadcast_object(tokenized.directory if tokenized is not None else None)
-        tokenized = tokenized or D.TokenizedCorpus.open(path)
+        tokenized = tokenized_corpus(cfg, ctx, self.tokenizer, corpus)
         train_docs, eval_docs = tokenized.split_documents(cfg.eval_fraction, seed=cfg.seed)
         self.train_dataset = self._dataset(tokenized, train_docs)
         self.eval_dataset = self._dataset(tokenized, eval_docs) if len(eval_docs) else None

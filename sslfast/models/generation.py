@@ -1,0 +1,157 @@
+"""Token generation for sslfast's causal LMs: a prompt prefilled once (unpadded), then one token per step
+over a preallocated key/value cache; greedy or sampled (temperature, top-k, top-p), repetition penalty,
+EOS stopping, several samples per prompt, a seeded generator, streaming."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+__all__ = ["GenerationMixin", "process_logits"]
+
+
+def process_logits(logits: torch.Tensor, tokens: torch.Tensor, *, step: int, min_new_tokens: int,
+                   eos: Sequence[int], do_sample: bool, temperature: float, top_k: Optional[int],
+                   top_p: Optional[float], repetition_penalty: float) -> torch.Tensor:
+    """The scores the next token is picked from, as transformers' logits processors compute them:
+    repetition penalty over every token so far (prompt included), EOS forbidden before ``min_new_tokens``,
+    then (sampling only) temperature, top-k and top-p (nucleus) filtering. (B, V) fp32 in, (B, V) out."""
+    if repetition_penalty != 1.0:
+        seen = logits.gather(1, tokens)
+        seen = torch.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
+        logits = logits.scatter(1, tokens, seen)
+    if step < min_new_tokens and eos:
+        logits = logits.clone()
+        logits[:, list(eos)] = float("-inf")
+    if not do_sample:
+        return logits
+    if temperature != 1.0:
+        logits = logits / temperature
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(logits, descending=False)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        drop = cumulative <= 1 - top_p
+        drop[:, -1] = False  # the most likely token always stays
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+class GenerationMixin:
+    """``generate`` for models with ``next_token_logits(input_ids, attention_mask, cache)`` and ``new_cache``."""
+
+    @torch.no_grad()
+    def generate(self, input_ids: Union[torch.Tensor, Sequence[Sequence[int]]], attention_mask=None, *,
+                 max_new_tokens: int, min_new_tokens: int = 0, do_sample: bool = False, temperature: float = 1.0,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
+                 eos_token_id=None, pad_token_id: Optional[int] = None, num_return_sequences: int = 1,
+                 generator: Optional[torch.Generator] = None, streamer=None) -> torch.Tensor:
+        """Continue each prompt by up to ``max_new_tokens`` tokens; returns (B · num_return_sequences,
+        prompt length + new) ids: the prompts as given (left-padded) followed by the new tokens, ``pad_token_id``
+        after a sequence's EOS. Generation stops early once every sequence has ended, as transformers'.
+
+        ``input_ids``: (B, S) left-padded with ``attention_mask``, or a list of token lists (left-padded here).
+        ``eos_token_id`` / ``pad_token_id`` default to the config's (pad falls back to EOS). A seeded
+        ``generator`` reproduces a sampled run. ``streamer``: an object with ``put`` / ``end`` (transformers'
+        streamers: ``put`` gets the prompts, then each step's (B,) tokens) or a callable given each step's tokens.
+        """
+        config = self.config
+        eos = eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None)
+        eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+        pad = pad_token_id if pad_token_id is not None else getattr(config, "pad_token_id", None)
+        pad = pad if pad is not None else (eos[0] if eos else 0)
+        device = next(self.parameters()).device
+        input_ids, attention_mask = _as_left_padded(input_ids, attention_mask, pad, device)
+        _check_generation_args(self, input_ids, attention_mask, max_new_tokens, min_new_tokens, do_sample,
+                               temperature, top_k, top_p, repetition_penalty, num_return_sequences)
+        if num_return_sequences > 1:
+            input_ids = input_ids.repeat_interleave(num_return_sequences, 0)
+            attention_mask = attention_mask.repeat_interleave(num_return_sequences, 0)
+        b = input_ids.shape[0]
+        longest = int(attention_mask.sum(1).max())
+        cache = self.transformer.new_cache(b, longest + max_new_tokens)
+        tokens = input_ids
+        finished = torch.zeros(b, dtype=torch.bool, device=device)
+        eos_t = torch.tensor(eos, device=device, dtype=torch.long)
+        if streamer is not None and hasattr(streamer, "put"):
+            streamer.put(input_ids.cpu())
+        logits = self.next_token_logits(input_ids, attention_mask, cache)  # the prompt, unpadded
+        for step in range(max_new_tokens):
+            scores = process_logits(logits, tokens, step=step, min_new_tokens=min_new_tokens, eos=eos,
+                                    do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    repetition_penalty=repetition_penalty)
+            if do_sample:
+                chosen = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+            else:
+                chosen = scores.argmax(-1)
+            chosen = torch.where(finished, torch.full_like(chosen, pad), chosen)
+            tokens = torch.cat([tokens, chosen[:, None]], 1)
+            if streamer is not None:
+                streamer.put(chosen.cpu()) if hasattr(streamer, "put") else streamer(chosen)
+            if len(eos):
+                finished |= torch.isin(chosen, eos_t)
+                if bool(finished.all()):
+                    break
+            if step + 1 < max_new_tokens:
+                logits = self.next_token_logits(chosen[:, None], None, cache)
+        if streamer is not None and hasattr(streamer, "end"):
+            streamer.end()
+        return tokens
+
+
+def _as_left_padded(input_ids, attention_mask, pad, device):
+    """(B, S) ids and mask; a list of token lists is left-padded with ``pad``."""
+    if not isinstance(input_ids, torch.Tensor):
+        rows = [list(r) for r in input_ids]
+        if not rows or any(len(r) == 0 for r in rows):
+            raise ValueError("generate: every prompt needs at least one token")
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        return ids.to(device), mask.to(device)
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def _check_generation_args(model, input_ids, attention_mask, max_new_tokens, min_new_tokens, do_sample, temperature,
+                           top_k, top_p, repetition_penalty, num_return_sequences) -> None:
+    if input_ids.numel() == 0 or input_ids.shape[1] == 0:
+        raise ValueError("generate: the prompt is empty")
+    if tuple(attention_mask.shape) != tuple(input_ids.shape):
+        raise ValueError(f"generate: attention_mask {tuple(attention_mask.shape)} must match input_ids "
+                         f"{tuple(input_ids.shape)}")
+    lengths = attention_mask.sum(1)
+    if bool((lengths == 0).any()):
+        raise ValueError("generate: a prompt has no real token (its attention_mask row is all 0)")
+    if bool((attention_mask[:, -1] == 0).any()):
+        raise ValueError("generate: prompts must be left-padded (the last column of attention_mask must be 1)")
+    vocab = model.get_input_embeddings().num_embeddings
+    lo, hi = torch.stack([input_ids.min(), input_ids.max()]).tolist()
+    if lo < 0 or hi >= vocab:
+        raise ValueError(f"generate: input_ids must be in [0, {vocab}), got values in [{lo}, {hi}]")
+    if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
+        raise ValueError(f"generate: need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens, got "
+                         f"{max_new_tokens} and {min_new_tokens}")
+    limit = getattr(model.config, "n_positions", None)
+    if limit is not None and int(lengths.max()) + max_new_tokens > limit:
+        raise ValueError(f"generate: the longest prompt ({int(lengths.max())} tokens) + max_new_tokens "
+                         f"({max_new_tokens}) exceeds n_positions={limit}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"generate: temperature must be > 0 when sampling, got {temperature}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"generate: top_k must be >= 0, got {top_k}")
+    if not repetition_penalty > 0:
+        raise ValueError(f"generate: repetition_penalty must be > 0, got {repetition_penalty}")
+    if num_return_sequences < 1 or (num_return_sequences > 1 and not do_sample):
+        raise ValueError("generate: num_return_sequences > 1 needs do_sample=True (greedy would repeat the same "
+                         f"sequence), got {num_return_sequences}")

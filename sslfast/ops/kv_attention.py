@@ -1,0 +1,178 @@
+"""Attention over a preallocated key/value cache, for decoding: append the new keys in place, attend.
+
+``attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_new)`` follows flash-attention's
+``flash_attn_with_kvcache``: every sequence of the batch has its own cache length, so a batch of prompts of
+different lengths needs no padding inside attention. GPU: a split-over-keys Triton kernel
+(``kernels/kv_attention.py``, flash-decoding). CPU: PyTorch's SDPA over the used part of the cache.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from sslfast.ops._checks import check_same_device, check_tensor
+from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
+
+__all__ = ["attention_with_kvcache", "kvcache_attention_reference"]
+
+_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def kvcache_attention_reference(q, k_cache, v_cache, lengths, *, causal=True, scale=None):
+    """Plain PyTorch (in the inputs' dtype, or float64 for tests): q (B, Sq, H, D) over the first
+    ``lengths[b]`` keys of each cache row; rows that see no key give 0."""
+    b, sq, h, d = q.shape
+    group = h // k_cache.shape[2]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    outs = []
+    for i in range(b):
+        n = int(lengths[i])
+        k = k_cache[i, :n].repeat_interleave(group, dim=1).transpose(0, 1)  # (H, n, D)
+        v = v_cache[i, :n].repeat_interleave(group, dim=1).transpose(0, 1)
+        scores = (q[i].transpose(0, 1) @ k.transpose(-1, -2)) * scale  # (H, Sq, n)
+        if causal:
+            visible = torch.arange(n, device=q.device)[None, :] <= (n - sq + torch.arange(sq, device=q.device))[:, None]
+            scores = scores.masked_fill(~visible, float("-inf"))
+        probs = torch.softmax(scores.float(), -1).nan_to_num(0.0).to(q.dtype)
+        outs.append((probs @ v).transpose(0, 1))  # (Sq, H, D)
+    return torch.stack(outs)
+
+
+def _validate(q, k_cache, v_cache, cache_seqlens, k_new, v_new, scale):
+    op = "attention_with_kvcache"
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        check_tensor(op, name, t, dim=4)
+    check_tensor(op, "cache_seqlens", cache_seqlens, dtypes=(torch.int32,), dim=1)
+    check_same_device(op, q=q, k_cache=k_cache, v_cache=v_cache, cache_seqlens=cache_seqlens, k_new=k_new,
+                      v_new=v_new)
+    b, sq, h, d = q.shape
+    if k_cache.shape != v_cache.shape or k_cache.shape[0] != b or k_cache.shape[3] != d:
+        raise ValueError(f"{op}: expected q (B, Sq, H, D) and k_cache / v_cache (B, S_max, Hkv, D) alike; got q "
+                         f"{tuple(q.shape)}, k_cache {tuple(k_cache.shape)}, v_cache {tuple(v_cache.shape)}")
+    if h % k_cache.shape[2]:
+        raise ValueError(f"{op}: query heads ({h}) must be a multiple of cache heads ({k_cache.shape[2]})")
+    if not (q.dtype == k_cache.dtype == v_cache.dtype):
+        raise TypeError(f"{op}: q and the caches must share a dtype, got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    if d % 8 or not 8 <= d <= 256:
+        raise ValueError(f"{op}: head dim must be a multiple of 8 from 8 to 256, got {d}")
+    if cache_seqlens.shape[0] != b:
+        raise ValueError(f"{op}: cache_seqlens must be (B,) = ({b},), got {tuple(cache_seqlens.shape)}")
+    if (k_new is None) != (v_new is None):
+        raise ValueError(f"{op}: pass both k_new and v_new, or neither")
+    if k_new is not None:
+        want = (b, sq, k_cache.shape[2], d)
+        for name, t in (("k_new", k_new), ("v_new", v_new)):
+            check_tensor(op, name, t, dim=4)
+            if tuple(t.shape) != want or t.dtype != q.dtype:
+                raise ValueError(f"{op}: {name} must be (B, Sq, Hkv, D) = {want} in {q.dtype}, got "
+                                 f"{tuple(t.shape)} {t.dtype}")
+    if scale is not None and not scale > 0:
+        raise ValueError(f"{op}: scale must be positive, got {scale}")
+
+
+@torch.library.custom_op("sslfast::attention_with_kvcache", mutates_args=("k_cache", "v_cache"))
+def _kvcache_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: torch.Tensor,
+                k_new: Optional[torch.Tensor], v_new: Optional[torch.Tensor], causal: bool, scale: float,
+                backend: str) -> torch.Tensor:
+    # q (B, Sq, H, D), caches (B, S_max, Hkv, D), cache_seqlens (B,) int32 before the append -> (B, Sq, H, D)
+    b, sq = q.shape[:2]
+    lengths = cache_seqlens
+    if k_new is not None:
+        rows = torch.arange(b, device=q.device)[:, None]
+        positions = cache_seqlens.long()[:, None] + torch.arange(sq, device=q.device)  # (B, Sq)
+        k_cache[rows, positions] = k_new
+        v_cache[rows, positions] = v_new
+        lengths = cache_seqlens + sq
+    if backend == "triton":
+        return _triton_impl(q, k_cache, v_cache, lengths.to(torch.int32).contiguous(), causal, scale)
+    return _torch_impl(q, k_cache, v_cache, lengths, causal, scale)
+
+
+@_kvcache_op.register_fake
+def _(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale, backend):
+    return torch.empty_like(q)
+
+
+def _torch_impl(q, k_cache, v_cache, lengths, causal, scale):
+    """SDPA over the used part of the caches with a per-sequence length (and causal) mask."""
+    from sslfast.ops.attention import _sdpa_exact
+    b, sq, h, d = q.shape
+    used = int(lengths.max()) if b else 0
+    if used == 0:  # no sequence has a key yet
+        return torch.zeros_like(q)
+    group = h // k_cache.shape[2]
+    k = k_cache[:, :used].transpose(1, 2)  # (B, Hkv, L, D)
+    v = v_cache[:, :used].transpose(1, 2)
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    j = torch.arange(used, device=q.device)
+    keep = j[None, :] < lengths[:, None].long()  # (B, L)
+    keep = keep[:, None, :].expand(b, sq, used)
+    if causal:
+        limit = lengths[:, None].long() - sq + torch.arange(sq, device=q.device)[None, :]  # (B, Sq)
+        keep = keep & (j[None, None, :] <= limit[:, :, None])
+    out = _sdpa_exact(q.transpose(1, 2), k, v, keep[:, None], scale)  # (B, H, Sq, D)
+    return out.transpose(1, 2).contiguous()
+
+
+def _triton_impl(q, k_cache, v_cache, lengths, causal, scale):
+    from sslfast.kernels.kv_attention import (COMBINE_CONFIG, kv_attention_combine_kernel, kv_attention_split_kernel,
+                                              num_splits, split_config)
+    b, sq, h, d = q.shape
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("attention_with_kvcache: the caches need a unit stride in the head dim")
+    block_d = max(16, 1 << (d - 1).bit_length())
+    launch = split_config(block_d, _DTYPE_NAMES[q.dtype], triton_interpreted())
+    m_tiles = -(-sq // launch["BLOCK_M"])
+    sms = 4 if triton_interpreted() else torch.cuda.get_device_properties(q.device).multi_processor_count
+    splits = num_splits(k_cache.shape[1], b * h * m_tiles, launch["BLOCK_N"], sms)
+    chunk = -(-k_cache.shape[1] // splits)
+    chunk = -(-chunk // launch["BLOCK_N"]) * launch["BLOCK_N"]  # whole key tiles per split
+    o_part = empty_output((b, h, splits, sq, d), dtype=torch.float32, device=q.device)
+    l_part = empty_output((b, h, splits, sq), dtype=torch.float32, device=q.device)
+    upcast = triton_interpreted() and q.dtype == torch.bfloat16  # the interpreter's bf16 arithmetic is wrong
+    kv_attention_split_kernel[(m_tiles * splits, h, b)](
+        q, k_cache, v_cache, lengths, o_part, l_part,
+        q.stride(0), q.stride(1), q.stride(2), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        o_part.stride(0), o_part.stride(1), o_part.stride(2), o_part.stride(3),
+        l_part.stride(0), l_part.stride(1), l_part.stride(2),
+        sq, h // k_cache.shape[2], chunk, float(scale),
+        CAUSAL=causal, HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=splits, UPCAST=upcast, **launch)
+    out = empty_output(q.shape, dtype=q.dtype, device=q.device)
+    combine = dict(COMBINE_CONFIG)
+    kv_attention_combine_kernel[(-(-sq // combine["BLOCK_M"]), h, b)](
+        o_part, l_part, out,
+        o_part.stride(0), o_part.stride(1), o_part.stride(2), o_part.stride(3),
+        l_part.stride(0), l_part.stride(1), l_part.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        sq, HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=splits, **combine)
+    return out
+
+
+def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                           cache_seqlens: torch.Tensor, k_new: Optional[torch.Tensor] = None,
+                           v_new: Optional[torch.Tensor] = None, *, causal: bool = True, scale: Optional[float] = None,
+                           check_capacity: bool = True, backend: str = "auto") -> torch.Tensor:
+    """Attend ``q`` (B, Sq, H, D) over each sequence's cache; returns (B, Sq, H, D).
+
+    ``k_cache`` / ``v_cache`` (B, S_max, Hkv, D), H a multiple of Hkv (grouped queries). ``cache_seqlens``
+    (B,) int32: how many positions of each row are filled. With ``k_new`` / ``v_new`` (B, Sq, Hkv, D) the new
+    keys and values are first written **in place** at positions ``cache_seqlens[b] ...`` of row b (the caller
+    then adds Sq to ``cache_seqlens``), and row b attends over ``cache_seqlens[b] + Sq`` keys; ``causal``
+    aligns the mask bottom-right, so new query i sees the cache and new keys up to its own. A row that sees no
+    key gives 0. ``check_capacity`` verifies (one host sync) that the appended rows fit in S_max.
+    """
+    _validate(q, k_cache, v_cache, cache_seqlens, k_new, v_new, scale)
+    if check_capacity and q.shape[0]:
+        needed = int((cache_seqlens.max() + (q.shape[1] if k_new is not None else 0)).item())
+        low = int(cache_seqlens.min().item())
+        if low < 0 or needed > k_cache.shape[1]:
+            raise ValueError(f"attention_with_kvcache: cache_seqlens must be >= 0 and leave room for the new keys: "
+                             f"needs {needed} positions, the cache has {k_cache.shape[1]}")
+    name = resolve_backend("attention_with_kvcache", backend, q.device, ("triton", "torch"))
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return _kvcache_op(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal), scale, name)

@@ -1,0 +1,42 @@
+"""What the text tasks share: the corpus, the run's tokenizer, the tokenized cache (built once, on rank 0)."""
+from __future__ import annotations
+
+import os
+
+import sslfast.data as D
+
+__all__ = ["load_text_corpus", "prepare_tokenizer", "tokenized_corpus"]
+
+
+def load_text_corpus(data: str) -> D.Corpus:
+    return D.default_corpus() if data == "default" else D.load_corpus(data)
+
+
+def prepare_tokenizer(config, ctx, out_dir: str, kind: str, resume_path=None):
+    """The run's tokenizer: loaded from ``--tokenizer PATH``, or trained on rank 0 and saved under
+    ``<out>/tokenizer`` (a run resumed from a checkpoint of another folder takes that run's tokenizer)."""
+    saved = os.path.join(out_dir, "tokenizer")
+    if config.tokenizer != "train":
+        return D.load_tokenizer(config.tokenizer), None
+    corpus = None
+    if ctx.is_main and not os.path.isfile(os.path.join(saved, "tokenizer.json")):
+        source_run = os.path.dirname(os.path.dirname(resume_path)) if resume_path else None
+        if source_run and os.path.isfile(os.path.join(source_run, "tokenizer", "tokenizer.json")):
+            D.save_tokenizer(D.load_tokenizer(os.path.join(source_run, "tokenizer")), saved,
+                             model_max_length=config.max_length)
+        else:
+            corpus = load_text_corpus(config.data)
+            D.save_tokenizer(D.train_tokenizer(corpus, kind, vocab_size=config.vocab_size), saved,
+                             model_max_length=config.max_length)
+    ctx.barrier()
+    return D.load_tokenizer(saved), corpus
+
+
+def tokenized_corpus(config, ctx, tokenizer, corpus=None) -> D.TokenizedCorpus:
+    """The run's corpus tokenized into the cache: built on rank 0, opened by the other ranks."""
+    tokenized = None
+    if ctx.is_main:
+        corpus = corpus if corpus is not None else load_text_corpus(config.data)
+        tokenized = D.TokenizedCorpus.build(corpus, tokenizer, progress=config.progress)
+    path = ctx.broadcast_object(tokenized.directory if tokenized is not None else None)
+    return tokenized or D.TokenizedCorpus.open(path)

@@ -1,0 +1,297 @@
+"""sslfast.models GPT-2 against transformers: outputs, losses, every gradient, packed documents, the KV cache,
+generation, checkpoints; and the attention_with_kvcache op against float64."""
+import copy
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import sslfast.models as models  # noqa: E402
+from sslfast.ops import attention_with_kvcache  # noqa: E402
+from sslfast.ops.kv_attention import kvcache_attention_reference  # noqa: E402
+from tests.conftest import cpu_backends  # noqa: E402
+
+SIZES = {
+    "tiny": dict(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4),
+    "wider": dict(vocab_size=211, n_positions=96, n_embd=48, n_layer=3, n_head=6, activation_function="gelu",
+                  n_inner=80),
+}
+NO_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def make_config(size, **extra):
+    return transformers.GPT2Config(**SIZES[size], **NO_DROPOUT, **extra)
+
+
+def padded_batch(config, side, b=4, s=13, seed=0):
+    """Random lengths (one full, one of length 1), padded on ``side``; labels -100 at padding and at each
+    sequence's first token (transformers would predict it from a padding position when left-padded)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, s + 1, (b,), generator=g)
+    lengths[0], lengths[-1] = s, 1
+    cols = torch.arange(s)[None]
+    mask = ((cols < lengths[:, None]) if side == "right" else (cols >= s - lengths[:, None])).long()
+    ids = torch.randint(0, config.vocab_size, (b, s), generator=g) * mask
+    labels = torch.where(mask.bool(), ids, -100)
+    labels[torch.arange(b), mask.argmax(-1)] = -100
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what sslfast does by itself (and transformers' generate)
+    return ids, mask, labels, positions
+
+
+def assert_grads_match(hf, ours):
+    hf_grads = {n: p.grad for n, p in hf.named_parameters()}
+    checked = 0
+    for n, p in ours.named_parameters():
+        if hf_grads.get(n) is None:
+            assert p.grad is None or not p.grad.any(), n
+            continue
+        scale = hf_grads[n].abs().max().item()
+        torch.testing.assert_close(p.grad, hf_grads[n], rtol=1e-4, atol=1e-4 * scale + 1e-7, msg=n)
+        checked += 1
+    assert checked > 10
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_lm_head_outputs_loss_and_every_gradient_match_transformers(size, side, seed):
+    config = make_config(size)
+    hf = transformers.GPT2LMHeadModel(config).train()
+    ours = models.GPT2LMHeadModel.from_pretrained(hf).train()
+    ids, mask, labels, positions = padded_batch(config, side, seed=seed)
+    a = hf(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels, output_hidden_states=True)
+    b = ours(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True, return_logits=True)
+    real = mask.bool()
+    torch.testing.assert_close(b.logits[real], a.logits[real], rtol=1e-5, atol=1e-5)
+    assert len(b.hidden_states) == len(a.hidden_states) == config.n_layer + 1
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        torch.testing.assert_close(y[real], x[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
+    a.loss.backward()
+    b.loss.backward()
+    assert_grads_match(hf, ours)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_base_model_and_sequence_classification_match_transformers(side, seed):
+    config = make_config("wider", pad_token_id=0, num_labels=3)
+    ids, mask, _, positions = padded_batch(config, side, seed=seed)
+    ids = torch.where(mask.bool(), ids.clamp(min=1), 0)  # pad id 0 only at padding: the pooled token is defined
+    hf_base = transformers.GPT2Model(config).eval()
+    ours_base = models.GPT2Model.from_pretrained(hf_base)
+    a = hf_base(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+    b = ours_base(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(b[mask.bool()], a[mask.bool()], rtol=1e-5, atol=1e-5)
+    hf = transformers.GPT2ForSequenceClassification(config).train()
+    ours = models.GPT2ForSequenceClassification.from_pretrained(hf).train()
+    labels = torch.randint(0, 3, (ids.shape[0],))
+    a = hf(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels)
+    b = ours(input_ids=ids, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(b.logits, a.logits, rtol=1e-5, atol=1e-5)
+    a.loss.backward()
+    b.loss.backward()
+    assert_grads_match(hf, ours)
+
+
+def test_packed_documents_loss_equals_each_document_alone(seed):
+    config = make_config("tiny")
+    model = models.GPT2LMHeadModel(config).train()
+    docs = [torch.randint(0, config.vocab_size, (n,)) for n in (7, 1, 12, 5)]
+    ids = torch.cat(docs)
+    cu = torch.tensor([0, 7, 8, 20, 25], dtype=torch.int32)
+    labels = ids.clone()
+    packed = model(input_ids=ids[None], cu_seqlens=cu, labels=labels[None])
+    alone_sum, count = 0.0, 0
+    for d in docs:
+        if len(d) < 2:
+            continue
+        out = model(input_ids=d[None], labels=d[None])
+        alone_sum = alone_sum + out.loss * (len(d) - 1)
+        count += len(d) - 1
+    torch.testing.assert_close(packed.loss, alone_sum / count, rtol=1e-5, atol=1e-6)
+    logits = model.eval()(input_ids=ids, cu_seqlens=cu).logits  # (T, V): each document from position 0
+    torch.testing.assert_close(logits[8:20], model(input_ids=docs[2][None]).logits[0], rtol=1e-5, atol=1e-5)
+
+
+def make_generation_pair(size="tiny", std=0.3):
+    config = make_config(size, initializer_range=std)  # wide weights: varied, non-repeating continuations
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    return hf, models.GPT2LMHeadModel.from_pretrained(hf)
+
+
+def left_padded(prompts, pad=0):
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids, mask
+
+
+def test_greedy_generate_gives_exactly_transformers_tokens_with_eos_stopping():
+    hf, ours = make_generation_pair()
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17], [3]]
+    ids, mask = left_padded(prompts)
+    free = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=40, do_sample=False, pad_token_id=0,
+                       eos_token_id=None)
+    assert torch.equal(ours.generate(ids, mask, max_new_tokens=40, pad_token_id=0, eos_token_id=None), free)
+    assert len(set(free[:, ids.shape[1]:].flatten().tolist())) > 10, "degenerate continuation: the test is weak"
+    eos = int(free[1, ids.shape[1] + 9])  # a token row 1 produces: it stops there, the others pad after theirs
+    want = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=48, do_sample=False, pad_token_id=0,
+                       eos_token_id=eos)
+    got = ours.generate(ids, mask, max_new_tokens=48, pad_token_id=0, eos_token_id=eos)
+    assert torch.equal(got, want)
+    new = got[1, ids.shape[1]:].tolist()
+    stop = new.index(eos)  # its first EOS (at or before step 9): padding after it
+    assert all(t == 0 for t in new[stop + 1:]) and len(new) > stop + 1
+    lists = ours.generate(prompts, max_new_tokens=48, pad_token_id=0, eos_token_id=eos)  # a list of lists
+    assert torch.equal(lists, got)
+
+
+def test_cached_logits_equal_uncached_and_transformers_cache_formats_round_trip(seed):
+    hf, ours = make_generation_pair("wider")
+    ids, mask = left_padded([[5, 6, 7, 8], [9, 10], [11, 12, 13]])
+    first = ours(input_ids=ids, attention_mask=mask, use_cache=True)
+    assert isinstance(first.past_key_values, models.KVCache)
+    nxt = torch.randint(0, 211, (3, 2))
+    step = ours(input_ids=nxt, past_key_values=first.past_key_values)
+    full_ids = torch.cat([ids, nxt], 1)
+    full_mask = torch.cat([mask, torch.ones_like(nxt)], 1)
+    full = ours(input_ids=full_ids, attention_mask=full_mask).logits[:, -2:]
+    torch.testing.assert_close(step.logits, full, rtol=1e-5, atol=1e-5)
+    assert first.cache is first.past_key_values  # the field's current and earlier names
+    # transformers' own cache, continued by sslfast and handed back in its format
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        hf_first = hf(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        legacy = tuple((layer.keys, layer.values) for layer in hf_first.cache.layers)
+        for past in (legacy, copy.deepcopy(hf_first.cache)):
+            out = ours(input_ids=nxt, cache=past, attention_mask=full_mask)
+            torch.testing.assert_close(out.logits, full, rtol=1e-5, atol=1e-5)
+            assert type(out.cache) is type(past)
+        returned = ours(input_ids=nxt, past_key_values=legacy, attention_mask=full_mask).cache
+        hf_next = hf(input_ids=nxt, cache=hf_first.cache, attention_mask=full_mask,
+                     position_ids=positions[:, -1:] + torch.arange(1, 3))
+    real = full_mask.bool()
+    for (k, v), layer in zip(returned, hf_next.cache.layers):
+        torch.testing.assert_close(k.transpose(1, 2)[real], layer.keys.transpose(1, 2)[real], rtol=1e-5, atol=1e-5)
+
+
+def test_sampling_is_reproducible_and_respects_the_options():
+    _, ours = make_generation_pair()
+    ids, mask = left_padded([[5, 6, 7], [8, 9]])
+
+    def sample(seed, **kw):
+        return ours.generate(ids, mask, max_new_tokens=20, do_sample=True, generator=torch.Generator().manual_seed(seed),
+                             pad_token_id=0, eos_token_id=None, **kw)
+    assert torch.equal(sample(1), sample(1)) and not torch.equal(sample(1), sample(2))
+    top1 = sample(3, top_k=1)
+    greedy = ours.generate(ids, mask, max_new_tokens=20, pad_token_id=0, eos_token_id=None)
+    assert torch.equal(top1, greedy)  # top-k 1 leaves the argmax only
+    assert torch.equal(sample(4, top_p=1e-6), greedy)  # so does a vanishing nucleus
+    many = sample(5, num_return_sequences=3, temperature=2.0)
+    assert many.shape == (6, ids.shape[1] + 20) and torch.equal(many[:3, :ids.shape[1]], ids[[0, 0, 0]])
+    seen = []
+    ours.generate(ids, mask, max_new_tokens=5, pad_token_id=0, eos_token_id=None, streamer=seen.append)
+    assert len(seen) == 5 and all(t.shape == (2,) for t in seen)
+    eos = int(greedy[0, ids.shape[1]])
+    held = ours.generate(ids, mask, max_new_tokens=6, min_new_tokens=3, pad_token_id=0, eos_token_id=eos)
+    assert eos not in held[0, ids.shape[1]:ids.shape[1] + 3].tolist()
+
+
+def test_generate_errors_name_the_argument():
+    _, ours = make_generation_pair()
+    ids, mask = left_padded([[5, 6, 7]])
+    cases = [
+        (dict(input_ids=ids, attention_mask=mask, max_new_tokens=62), "exceeds n_positions=64"),
+        (dict(input_ids=ids + 200, attention_mask=mask, max_new_tokens=3), r"input_ids must be in \[0, 101\)"),
+        (dict(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=True, temperature=0.0), "temperature"),
+        (dict(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=True, top_p=1.5), "top_p"),
+        (dict(input_ids=[[]], max_new_tokens=3), "at least one token"),
+        (dict(input_ids=ids[:, :0], attention_mask=mask[:, :0], max_new_tokens=3), "prompt is empty"),
+        (dict(input_ids=ids, attention_mask=mask.flip(-1).roll(1, -1) * 0 + torch.tensor([[1, 1, 0]]),
+              max_new_tokens=3), "left-padded"),
+        (dict(input_ids=ids, attention_mask=mask, max_new_tokens=3, num_return_sequences=2), "do_sample=True"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            ours.generate(**kwargs)
+
+
+def test_checkpoints_both_ways_and_transformers_buffers(tmp_path, seed):
+    config = make_config("tiny")
+    hf = transformers.GPT2LMHeadModel(config)
+    state = hf.state_dict()
+    ours = models.GPT2LMHeadModel(config)
+    ours.load_state_dict(state, strict=True)  # the same keys and (in, out) Conv1D layout
+    ours.save_pretrained(tmp_path / "ours")
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
+    ids = torch.randint(0, config.vocab_size, (2, 9))
+    torch.testing.assert_close(back(input_ids=ids).logits, ours.eval()(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+    from safetensors.torch import save_file
+    old = {k: v.contiguous() for k, v in state.items() if k != "lm_head.weight"}
+    for i in range(config.n_layer):  # the mask buffers older transformers versions saved
+        old[f"transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(1, 1, 64, 64))
+        old[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    (tmp_path / "old").mkdir()
+    save_file(old, str(tmp_path / "old" / "model.safetensors"))
+    config.save_pretrained(tmp_path / "old")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ignored buffers are not "unexpected", the tied head is not "missing"
+        loaded = models.GPT2LMHeadModel.from_pretrained(tmp_path / "old")
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    torch.testing.assert_close(loaded(input_ids=ids).logits, ours(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("triton", "torch")))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", [(3, 1, 4, 4, 32, 40), (2, 5, 4, 2, 64, 37), (1, 3, 2, 2, 16, 16)])
+def test_attention_with_kvcache_against_float64(backend, dtype, shape, seed):
+    b, sq, h, hkv, d, capacity = shape
+    lengths = torch.randint(0, capacity - sq + 1, (b,), dtype=torch.int32)
+    lengths[0] = 0  # an empty cache row: it sees only its new keys
+    k_cache, v_cache = (torch.randn(b, capacity, hkv, d, dtype=dtype) for _ in range(2))
+    q, k_new, v_new = torch.randn(b, sq, h, d, dtype=dtype), *(torch.randn(b, sq, hkv, d, dtype=dtype) for _ in range(2))
+    rows, cols = torch.arange(b)[:, None], lengths.long()[:, None] + torch.arange(sq)
+    k_full, v_full = k_cache.clone(), v_cache.clone()
+    k_full[rows, cols], v_full[rows, cols] = k_new, v_new
+    for causal in (True, False):
+        kc, vc = k_cache.clone(), v_cache.clone()
+        out = attention_with_kvcache(q, kc, vc, lengths, k_new, v_new, causal=causal, backend=backend)
+        assert torch.equal(kc, k_full) and torch.equal(vc, v_full), "the new keys were not appended in place"
+        ref = kvcache_attention_reference(q.double(), k_full.double(), v_full.double(), lengths + sq, causal=causal)
+        same_dtype = kvcache_attention_reference(q, k_full, v_full, lengths + sq, causal=causal)
+        from tests.helpers import assert_within_torch_error
+        assert_within_torch_error(out, same_dtype, ref, what=f"{backend} {dtype} causal={causal}")
+    no_new = attention_with_kvcache(q, k_full.clone(), v_full.clone(), lengths + sq, causal=False, backend=backend)
+    torch.testing.assert_close(no_new.double(), kvcache_attention_reference(q.double(), k_full.double(),
+                               v_full.double(), lengths + sq, causal=False), rtol=0, atol=2e-2 if dtype != torch.float32
+                               else 1e-5)
+
+
+def test_attention_with_kvcache_errors_and_empty_rows():
+    q = torch.randn(2, 1, 2, 16)
+    cache = torch.randn(2, 8, 2, 16)
+    zero = attention_with_kvcache(q, cache.clone(), cache.clone(), torch.zeros(2, dtype=torch.int32), causal=False)
+    assert torch.equal(zero, torch.zeros_like(q))  # nothing to attend to: 0, never NaN
+    with pytest.raises(ValueError, match="leave room"):
+        attention_with_kvcache(q, cache, cache.clone(), torch.tensor([8, 2], dtype=torch.int32), torch.randn(2, 1, 2, 16),
+                               torch.randn(2, 1, 2, 16))
+    with pytest.raises(TypeError, match="cache_seqlens must have dtype"):
+        attention_with_kvcache(q, cache, cache.clone(), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="both k_new and v_new"):
+        attention_with_kvcache(q, cache, cache.clone(), torch.tensor([1, 2], dtype=torch.int32), torch.randn(2, 1, 2, 16))
+    with pytest.raises(ValueError, match="multiple of cache heads"):
+        attention_with_kvcache(torch.randn(2, 1, 3, 16), cache, cache.clone(), torch.tensor([1, 2], dtype=torch.int32))
+
+
+def test_attention_with_kvcache_is_a_registered_op():
+    q = torch.randn(2, 2, 2, 16)
+    k_cache, v_cache = torch.randn(2, 8, 2, 16), torch.randn(2, 8, 2, 16)
+    args = (q, k_cache, v_cache, torch.tensor([1, 3], dtype=torch.int32), torch.randn(2, 2, 2, 16),
+            torch.randn(2, 2, 2, 16), True, 0.25, "torch")
+    torch.library.opcheck(torch.ops.sslfast.attention_with_kvcache.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
