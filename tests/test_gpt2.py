@@ -295,3 +295,54 @@ def test_attention_with_kvcache_is_a_registered_op():
             torch.randn(2, 2, 2, 16), True, 0.25, "torch")
     torch.library.opcheck(torch.ops.sslfast.attention_with_kvcache.default, args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def test_fewshot_scores_are_the_candidates_log_likelihood_and_evaluate_counts(seed):
+    from sslfast.data import default_corpus, train_tokenizer
+    from sslfast.models import fewshot
+    corpus = default_corpus()
+    tokenizer = train_tokenizer(corpus[:80], "bpe", vocab_size=400)
+    config = models.GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_positions=256, n_embd=32, n_layer=2, n_head=4,
+                               **NO_DROPOUT)
+    model = models.GPT2LMHeadModel(config).eval()
+    task = fewshot.sentence_completion_task(corpus, n=6, num_choices=3, seed=seed)
+    prompts = [fewshot.build_prompt(ex["query"], [(task[0]["query"], task[0]["choices"][0])]) for ex in task[1:3]]
+    total, mean = fewshot.score_choices(model, tokenizer, prompts, [ex["choices"] for ex in task[1:3]])
+    for row, prompt in enumerate(prompts):  # brute force: the full logits of prompt + candidate
+        p = tokenizer.encode(prompt).ids
+        for j, option in enumerate(task[1 + row]["choices"]):
+            c = tokenizer.encode(" " + option).ids
+            logits = model(input_ids=torch.tensor([p + c])).logits[0].float()
+            want = torch.log_softmax(logits[len(p) - 1:-1], -1).gather(1, torch.tensor(c)[:, None]).sum()
+            assert total[row, j].item() == pytest.approx(want.item(), abs=1e-4)
+            assert mean[row, j].item() == pytest.approx(want.item() / len(c), abs=1e-4)
+    result = fewshot.evaluate(model, tokenizer, task, k=2, seed=1)
+    assert result["examples"] == 6 and result["chance"] == pytest.approx(1 / 3)
+    assert len(result["predictions"]) == 6 and 0.0 <= result["accuracy"] <= 1.0
+    assert "Q: " in fewshot.build_prompt("x", [("a", "b")]) and fewshot.build_prompt("x").count("Q:") == 1
+    with pytest.raises(ValueError, match="k must be in"):
+        fewshot.evaluate(model, tokenizer, task, k=6)
+
+
+def test_patch_gives_transformers_gpt2_sslfast_attention_and_the_fused_loss(monkeypatch, seed):
+    import sslfast
+    import sslfast.models.patch as patch_module
+    calls = []
+    real = patch_module.attention
+    monkeypatch.setattr(patch_module, "attention", lambda *a, **k: calls.append(k.get("causal")) or real(*a, **k))
+    config = make_config("tiny")
+    hf = transformers.GPT2LMHeadModel(config).train()
+    reference = copy.deepcopy(hf)
+    assert sslfast.patch(hf) is hf
+    ids, mask, labels, positions = padded_batch(config, "right", seed=seed)
+    a = reference(input_ids=ids, attention_mask=mask, labels=labels)
+    b = hf(input_ids=ids, attention_mask=mask, labels=labels)
+    assert calls == [True] * config.n_layer and b.logits is None  # causal sslfast attention; no logits when training
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
+    a.loss.backward()
+    b.loss.backward()
+    assert_grads_match(reference, hf)
+    hf.eval()
+    c = hf(input_ids=ids, attention_mask=mask, labels=labels)
+    torch.testing.assert_close(c.logits[mask.bool()], reference.eval()(input_ids=ids, attention_mask=mask).logits[
+        mask.bool()], rtol=1e-5, atol=1e-5)

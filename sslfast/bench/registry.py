@@ -13,6 +13,7 @@ OPS = {
     "attention": "attention",
     "varlen_attention": "attention",
     "bert": "bert",
+    "gpt2": "gpt2",
     "pretrain": "pretrain",
     "sentence_transformers": "sentence_transformers",
 }

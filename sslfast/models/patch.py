@@ -43,11 +43,12 @@ def register_attention(model) -> None:
 
 def _patchers():
     from sslfast.models.patch_bert import patch_bert
-    return {"bert": patch_bert}
+    from sslfast.models.patch_gpt2 import patch_gpt2
+    return {"bert": patch_bert, "gpt2": patch_gpt2}
 
 
 def patch(model):
-    """Patch a ``transformers`` model in place with sslfast's ops (supported: BERT); returns it."""
+    """Patch a ``transformers`` model in place with sslfast's ops (supported: BERT, GPT-2); returns it."""
     kind = getattr(getattr(model, "config", None), "model_type", None)
     patchers = _patchers()
     if kind not in patchers:
