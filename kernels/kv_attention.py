@@ -25,7 +25,7 @@ def kv_attention_split_kernel(
     stride_lb, stride_lh, stride_ls,
     Sq, group, chunk, scale,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
     m_tile = pid // NUM_SPLITS
@@ -63,7 +63,7 @@ def kv_attention_split_kernel(
         if UPCAST:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        s = tl.dot(q, k) * qk_scale  # (BM, BN)
+        s = tl.dot(q, k, input_precision=INPUT_PRECISION) * qk_scale  # (BM, BN); fp32: IEEE, not TF32
         visible = key_ok[None, :] & row_ok[:, None]
         if CAUSAL:
             visible = visible & (offs_n[None, :] <= (total - Sq + offs_m)[:, None])
@@ -73,7 +73,7 @@ def kv_attention_split_kernel(
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=INPUT_PRECISION)
         m_i = m_new
 
     seen = l_i > 0
@@ -172,7 +172,7 @@ def aot_configs():
                                     name=f"kv_attention_split_{dtype}_d{head_dim}{'_causal' if causal else ''}",
                                     signature=signature,
                                     constexprs=dict(launch, CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_D=block_d,
-                                                    NUM_SPLITS=8, UPCAST=False),
+                                                    NUM_SPLITS=8, UPCAST=False, INPUT_PRECISION="ieee"),
                                     options=options))
             combine = dict(COMBINE_CONFIG)
             c_options = {"num_warps": combine.pop("num_warps"), "num_stages": combine.pop("num_stages")}

@@ -346,3 +346,60 @@ def test_patch_gives_transformers_gpt2_sslfast_attention_and_the_fused_loss(monk
     c = hf(input_ids=ids, attention_mask=mask, labels=labels)
     torch.testing.assert_close(c.logits[mask.bool()], reference.eval()(input_ids=ids, attention_mask=mask).logits[
         mask.bool()], rtol=1e-5, atol=1e-5)
+
+
+def test_transformers_cache_objects_are_filled_in_place_from_empty_and_select_updates_lengths(seed):
+    from transformers import DynamicCache
+    hf, ours = make_generation_pair("wider")
+    ids, mask = left_padded([[5, 6, 7, 8], [9, 10]])
+    full_mask = torch.cat([mask, torch.ones(2, 3, dtype=torch.long)], 1)
+    nxt = torch.randint(0, 211, (2, 3))
+    with torch.no_grad():
+        want = ours(input_ids=torch.cat([ids, nxt], 1), attention_mask=full_mask).logits[:, -3:]
+        cache = DynamicCache()  # transformers' usual first call: an empty cache object, never reassigned
+        ours(input_ids=ids, attention_mask=mask, cache=cache)
+        assert cache.get_seq_length() == 4
+        for j in range(3):
+            out = ours(input_ids=nxt[:, j:j + 1], attention_mask=full_mask[:, :5 + j], cache=cache)
+            torch.testing.assert_close(out.logits[:, 0], want[:, j], rtol=1e-5, atol=1e-5)
+        assert out.cache is cache
+    kv = ours(input_ids=ids, attention_mask=mask, use_cache=True).cache
+    kv.select(torch.tensor([1]))
+    assert kv.max_length == 2 and kv.get_seq_length() == 2
+    assert ours(input_ids=ids, attention_mask=mask, cache=None, use_cache=False).cache is None
+
+
+def test_autocast_eval_forward_and_generate_and_gradients_through_a_cached_step(seed):
+    _, ours = make_generation_pair()
+    ids, mask = left_padded([[5, 6, 7], [8, 9]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(input_ids=ids, attention_mask=mask)  # eval mode builds a cache: in the autocast dtype
+        tokens = ours.generate(ids, mask, max_new_tokens=4, pad_token_id=0, eos_token_id=None)
+    assert out.cache.keys[0].dtype == torch.bfloat16 and tokens.shape == (2, 7)
+    ours.train()
+    first = ours(input_ids=ids, attention_mask=mask, use_cache=True)
+    step = ours(input_ids=torch.tensor([[3], [4]]), cache=first.cache)
+    step.logits.sum().backward()  # differentiable through the cached step
+    assert ours.transformer.wte.weight.grad is not None and torch.isfinite(ours.transformer.wte.weight.grad).all()
+
+
+@pytest.mark.parametrize("backend", cpu_backends(("triton", "torch")))
+def test_attention_with_kvcache_many_splits_long_queries_odd_head_dims_and_bf16(backend, seed):
+    cases = [(1, 1, 1, 1, 40, 100, torch.float32),  # one (batch, head): the cache is split over programs
+             (2, 20, 2, 1, 24, 60, torch.float32),  # more queries than a tile, grouped heads
+             (1, 3, 2, 2, 32, 80, torch.bfloat16)]
+    for b, sq, h, hkv, d, capacity, dtype in cases:
+        lengths = torch.randint(0, capacity - sq + 1, (b,), dtype=torch.int32)
+        k_cache, v_cache = (torch.randn(b, capacity, hkv, d, dtype=dtype) for _ in range(2))
+        q = torch.randn(b, sq, h, d, dtype=dtype)
+        k_new, v_new = (torch.randn(b, sq, hkv, d, dtype=dtype) for _ in range(2))
+        rows, cols = torch.arange(b)[:, None], lengths.long()[:, None] + torch.arange(sq)
+        k_full, v_full = k_cache.clone(), v_cache.clone()
+        k_full[rows, cols], v_full[rows, cols] = k_new, v_new
+        out = attention_with_kvcache(q, k_cache, v_cache, lengths, k_new, v_new, backend=backend)
+        ref = kvcache_attention_reference(q.double(), k_full.double(), v_full.double(), lengths + sq)
+        same = kvcache_attention_reference(q, k_full, v_full, lengths + sq)
+        from tests.helpers import assert_within_torch_error
+        assert_within_torch_error(out, same, ref, what=f"{backend} {dtype} d={d} sq={sq}")
+    from sslfast.kernels.kv_attention import num_splits
+    assert num_splits(100, 1, 16, 4) > 1  # the first case runs several splits under the interpreter

@@ -28,7 +28,7 @@ from sslfast.models.base import PreTrainedModel
 from sslfast.models.config import ConfigMixin
 from sslfast.models.generation import GenerationMixin
 from sslfast.models.hub import KeyMap
-from sslfast.models.kv_cache import KVCache
+from sslfast.models.kv_cache import KVCache, is_empty
 from sslfast.models.lm_loss import labelled_rows_loss, shifted_labels
 from sslfast.models.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from sslfast.ops.attention import varlen_attention
@@ -214,10 +214,13 @@ class GPT2Model(GPT2PreTrainedModel):
         self.wte = embeddings
 
     def new_cache(self, batch: int, capacity: int, dtype=None, device=None) -> KVCache:
-        """An empty :class:`KVCache` for this model."""
+        """An empty :class:`KVCache` for this model, in the dtype the keys are computed in (autocast's when on)."""
         c = self.config
-        return KVCache(c.n_layer, batch, c.n_head, c.n_embd // c.n_head, capacity,
-                       dtype=dtype or self.wte.weight.dtype, device=device or self.wte.weight.device)
+        device = device or self.wte.weight.device
+        if dtype is None:
+            kind = torch.device(device).type
+            dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.wte.weight.dtype
+        return KVCache(c.n_layer, batch, c.n_head, c.n_embd // c.n_head, capacity, dtype=dtype, device=device)
 
     def encode(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
                past_key_values=None, use_cache=False, output_hidden_states=False, cu_seqlens=None, max_seqlen=None):
@@ -232,7 +235,10 @@ class GPT2Model(GPT2PreTrainedModel):
         given = past_key_values
         cache = given
         if cache is not None and not isinstance(cache, KVCache):  # transformers' formats: converted, then back
-            cache = KVCache.from_transformers(cache, attention_mask, extra=ref.shape[1] if ref.dim() > 1 else 0)
+            if is_empty(given):  # a fresh transformers cache: filled by this call
+                cache, use_cache = None, True
+            else:
+                cache = KVCache.from_transformers(given, attention_mask, extra=ref.shape[1] if ref.dim() > 1 else 0)
         decoding = cache is not None and cache.max_length > 0
         layout = token_layout(input_ids, inputs_embeds, None if decoding else _new_columns(attention_mask, ref),
                               cu_seqlens, max_seqlen, self.wte.num_embeddings)
@@ -299,18 +305,19 @@ class GPT2Model(GPT2PreTrainedModel):
                      encoder_hidden_states=encoder_hidden_states is not None,
                      encoder_attention_mask=encoder_attention_mask is not None)
         past = _cache_argument(cache, past_key_values)
-        use_cache = self._use_cache(use_cache, cu_seqlens)
+        use_cache = self._use_cache(use_cache, cu_seqlens, past)
         x, layout, states, cache = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                                                past, use_cache, output_hidden_states, cu_seqlens, max_seqlen)
         return self.output(BaseModelOutputWithPast, return_dict, last_hidden_state=_unpacked(x, layout),
-                           cache=cache if use_cache or past is not None else None,
+                           cache=cache if use_cache else None,
                            hidden_states=None if states is None else tuple(_unpacked(h, layout) for h in states))
 
-    def _use_cache(self, use_cache, cu_seqlens) -> bool:
-        """transformers' default (``config.use_cache``) in eval mode; a training forward builds no cache
-        unless asked."""
+    def _use_cache(self, use_cache, cu_seqlens, past=None) -> bool:
+        """transformers' default (``config.use_cache``) in eval mode or when a cache is passed; a training
+        forward builds no cache unless asked."""
         if use_cache is None:
-            return bool(getattr(self.config, "use_cache", True)) and not self.training and cu_seqlens is None
+            default = bool(getattr(self.config, "use_cache", True)) and cu_seqlens is None
+            return default and (not self.training or past is not None)
         return bool(use_cache)
 
 
@@ -357,7 +364,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
                      encoder_attention_mask=encoder_attention_mask is not None)
         base = self.transformer
         past = _cache_argument(cache, past_key_values)
-        use_cache = base._use_cache(use_cache, cu_seqlens)
+        use_cache = base._use_cache(use_cache, cu_seqlens, past)
         x, layout, states, cache = base.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
                                                past, use_cache, output_hidden_states, cu_seqlens, max_seqlen)
         loss = None
@@ -375,7 +382,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
                 hidden = hidden[..., -logits_to_keep:, :] if hidden.dim() == 3 else hidden[-logits_to_keep:]
             logits = self.lm_head(hidden)
         return self.output(CausalLMOutputWithPast, return_dict, loss=loss, logits=logits,
-                           cache=cache if use_cache or past is not None else None,
+                           cache=cache if use_cache else None,
                            hidden_states=None if states is None else tuple(_unpacked(h, layout) for h in states))
 
     def next_token_logits(self, input_ids, attention_mask=None, cache: Optional[KVCache] = None) -> torch.Tensor:
@@ -406,7 +413,7 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
         _unsupported(output_attentions=output_attentions, head_mask=head_mask is not None)
         from sslfast.models.bert import sequence_classification_loss
         past = _cache_argument(cache, past_key_values)
-        use_cache = self.transformer._use_cache(use_cache, None)
+        use_cache = self.transformer._use_cache(use_cache, None, past)
         x, layout, states, cache = self.transformer.encode(input_ids, attention_mask, token_type_ids, position_ids,
                                                            inputs_embeds, past, use_cache, output_hidden_states)
         hidden = _unpacked(x, layout)  # (B, S, D)
@@ -423,5 +430,5 @@ class GPT2ForSequenceClassification(GPT2PreTrainedModel):
         logits = self.score(hidden[torch.arange(b, device=hidden.device), last])  # (B, num_labels)
         loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
         return self.output(SequenceClassifierOutputWithPast, return_dict, loss=loss, logits=logits,
-                           cache=cache if use_cache or past is not None else None,
+                           cache=cache if use_cache else None,
                            hidden_states=None if states is None else tuple(_unpacked(h, layout) for h in states))

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["KVCache"]
+__all__ = ["KVCache", "is_empty"]
 
 
 class KVCache:
@@ -68,6 +68,7 @@ class KVCache:
         self.keys = [t.index_select(0, index) for t in self.keys]
         self.values = [t.index_select(0, index) for t in self.values]
         self.lengths = self.lengths.index_select(0, index)
+        self.max_length = int(self.lengths.max()) if self.lengths.numel() else 0
         return self
 
     reorder_cache = select
@@ -79,6 +80,9 @@ class KVCache:
         ``attention_mask`` column is 1 (all, without a mask) are kept, in order, ``extra`` positions of room."""
         layers = _legacy_layers(past)
         b, h, p, d = layers[0][0].shape
+        if attention_mask is not None and attention_mask.shape[1] != p + extra:
+            raise ValueError(f"with a transformers cache of {p} positions and {extra} new tokens, attention_mask must "
+                             f"cover both: (B, {p + extra}), got {tuple(attention_mask.shape)}")
         real = torch.ones(b, p, dtype=torch.bool, device=layers[0][0].device) if attention_mask is None else \
             attention_mask[:, :p].bool()
         lengths = real.sum(1)
@@ -109,19 +113,28 @@ class KVCache:
             layers.append((kp.transpose(1, 2).contiguous(), vp.transpose(1, 2).contiguous()))
         if isinstance(like, (tuple, list)):
             return tuple(layers)
-        from transformers import DynamicCache
-        cache = DynamicCache()
+        # a transformers Cache object: extended in place with the new columns, as transformers' models do
+        new = width - like.get_seq_length()
         for i, (k, v) in enumerate(layers):
-            cache.update(k, v, i)
-        return cache
+            like.update(k[:, :, width - new:], v[:, :, width - new:], i)
+        return like
+
+
+def is_empty(past) -> bool:
+    """A transformers cache (or legacy tuple) that holds no position yet."""
+    if isinstance(past, (tuple, list)):
+        return len(past) == 0 or past[0][0] is None or past[0][0].shape[-2] == 0
+    if hasattr(past, "get_seq_length"):
+        return past.get_seq_length() == 0
+    return False
 
 
 def _legacy_layers(past) -> list:
     if isinstance(past, (tuple, list)):
         return [(k, v) for k, v in past]
+    if hasattr(past, "layers"):  # transformers' Cache objects
+        return [(layer.keys, layer.values) for layer in past.layers]
     if hasattr(past, "to_legacy_cache"):
         return list(past.to_legacy_cache())
-    if hasattr(past, "layers"):  # transformers >= 4.56 Cache objects
-        return [(layer.keys, layer.values) for layer in past.layers]
     raise TypeError(f"past_key_values: expected sslfast.models.KVCache, a tuple of (key, value) per layer or a "
                     f"transformers Cache, got {type(past).__name__}")

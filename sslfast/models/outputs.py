@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["ModelOutput", "BaseModelOutputWithPooling", "BaseModelOutputWithPast", "MaskedLMOutput",
            "BertForPreTrainingOutput", "SequenceClassifierOutput", "TokenClassifierOutput",
            "QuestionAnsweringModelOutput", "MultipleChoiceModelOutput", "CausalLMOutputWithPast",
-           "SequenceClassifierOutputWithPast"]
+           "SequenceClassifierOutputWithPast", "AutoEncoderOutput"]
 
 
 class ModelOutput(dict):
@@ -88,3 +88,9 @@ CausalLMOutputWithPast = _output(
 SequenceClassifierOutputWithPast = _output(
     "SequenceClassifierOutputWithPast", "loss", "logits", "cache", "hidden_states", "attentions",
     doc="Sequence-classification loss, (B, num_labels) logits and the key/value cache.")
+AutoEncoderOutput = _output(
+    "AutoEncoderOutput", "loss", "reconstruction", "latent", "reconstruction_loss", "corrupted", "mu", "logvar",
+    "kl", "indices", "vq_loss", "perplexity", "codes_used",
+    doc="Auto-encoder outputs: the loss, the reconstruction (the input's shape) and the code; each family member "
+        "adds its own fields (denoising: corrupted; VAE: mu, logvar, kl; VQ-VAE: indices, vq_loss, perplexity, "
+        "codes_used).")

@@ -142,7 +142,8 @@ def _triton_impl(q, k_cache, v_cache, lengths, causal, scale):
         o_part.stride(0), o_part.stride(1), o_part.stride(2), o_part.stride(3),
         l_part.stride(0), l_part.stride(1), l_part.stride(2),
         sq, h // k_cache.shape[2], chunk, float(scale),
-        CAUSAL=causal, HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=splits, UPCAST=upcast, **launch)
+        CAUSAL=causal, HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=splits, UPCAST=upcast, INPUT_PRECISION="ieee",
+        **launch)
     out = empty_output(q.shape, dtype=q.dtype, device=q.device)
     combine = dict(COMBINE_CONFIG)
     kv_attention_combine_kernel[(-(-sq // combine["BLOCK_M"]), h, b)](
@@ -175,4 +176,26 @@ def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                              f"needs {needed} positions, the cache has {k_cache.shape[1]}")
     name = resolve_backend("attention_with_kvcache", backend, q.device, ("triton", "torch"))
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_new, v_new, k_cache, v_cache)):
+        return _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal), scale)
     return _kvcache_op(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal), scale, name)
+
+
+def _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale):
+    """Gradients through a cached step (prefix tuning, RL on continuations): the new keys are placed into
+    copies of the caches (autograd sees them), attention runs in PyTorch, and the caches are then updated in
+    place with detached values."""
+    lengths = cache_seqlens
+    k_all, v_all = k_cache, v_cache
+    if k_new is not None:
+        b, sq = q.shape[:2]
+        rows = torch.arange(b, device=q.device)[:, None]
+        positions = cache_seqlens.long()[:, None] + torch.arange(sq, device=q.device)
+        k_all, v_all = k_cache.clone(), v_cache.clone()
+        k_all = k_all.index_put((rows, positions), k_new)
+        v_all = v_all.index_put((rows, positions), v_new)
+        with torch.no_grad():
+            k_cache[rows, positions] = k_new.detach()
+            v_cache[rows, positions] = v_new.detach()
+        lengths = cache_seqlens + sq
+    return _torch_impl(q, k_all, v_all, lengths, causal, scale)

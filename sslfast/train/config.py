@@ -39,7 +39,7 @@ class PretrainConfig:
     data: str = "default"  # default | digits | a path
     tokenizer: str = "train"  # train | a tokenizer.json / folder
     vocab_size: int = 8192  # of a trained tokenizer
-    out: str = "out/pretrain"
+    out: Optional[str] = "out/pretrain"  # None (Python API): train in memory, write nothing
     global_batch_size: int = 64
     micro_batch_size: Optional[int] = None  # per process; default: global / world size
     max_steps: Optional[int] = None

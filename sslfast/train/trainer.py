@@ -42,15 +42,20 @@ class Trainer:
     given to train another model in the same loop (the benchmark runs transformers' BERT this way)."""
 
     def __init__(self, config: PretrainConfig, *, task: Optional[Task] = None, model: Optional[torch.nn.Module] = None,
-                 ctx: Optional[DistributedContext] = None):
+                 data=None, ctx: Optional[DistributedContext] = None):
+        """``config.out=None`` trains in memory: no run folder, checkpoints, metrics file or final save (the
+        metrics stay in ``trainer.history``). ``data`` hands a dataset to the task instead of ``--data``."""
         self.config = config
         self.ctx = ctx or init_distributed(config.device)
         config.validate(self.ctx.world_size)
         self.task = task or task_for(config, self.ctx)
+        self.task.given_data = data
         self._given_model = model
+        self.in_memory = config.out is None
+        self.history: list[dict] = []
         if model is not None and not type(unwrap(model)).__module__.startswith("sslfast."):
             self.task.foreign_model = True
-        self.out = os.path.abspath(config.out)
+        self.out = None if self.in_memory else os.path.abspath(config.out)
         self.step, self.tokens_seen = 0, 0
         self._stop_signal = None
         self._is_setup = False
@@ -83,17 +88,24 @@ class Trainer:
         self._saved_step = None
         if resume_path is not None:
             self._load(resume_path)
-        config_path = os.path.join(self.out, "run_config.yaml")
-        if ctx.is_main and (resume_path is None or not os.path.isfile(config_path)):
-            cfg.save(config_path)
-        self.metrics = MetricsLog(os.path.join(self.out, "metrics.jsonl"),
-                                  resume_step=self.step if resume_path is not None else None) if ctx.is_main else None
+        self.metrics = None
+        if not self.in_memory:
+            config_path = os.path.join(self.out, "run_config.yaml")
+            if ctx.is_main and (resume_path is None or not os.path.isfile(config_path)):
+                cfg.save(config_path)
+            if ctx.is_main:
+                self.metrics = MetricsLog(os.path.join(self.out, "metrics.jsonl"),
+                                          resume_step=self.step if resume_path is not None else None)
         self._is_setup = True
         return self
 
     def _resolve_output_folder(self) -> Optional[str]:
         """Refuse to mix runs; clear the folder for --overwrite; find the checkpoint to resume from."""
         cfg, ctx = self.config, self.ctx
+        if self.in_memory:
+            if cfg.resume:
+                raise ConfigError("--resume needs a run folder (out=None trains in memory)")
+            return None
         held = [f for f in RUN_FILES if os.path.exists(os.path.join(self.out, f))]
         if held and not cfg.resume and not cfg.overwrite:
             raise ConfigError(f"{self.out} holds another run ({', '.join(held)}): pass --resume auto to continue "
@@ -176,6 +188,8 @@ class Trainer:
         """Checkpoint the current step (every rank calls this); returns its folder. A step already saved is
         not written again (a signal right after a periodic save)."""
         cfg, ctx = self.config, self.ctx
+        if self.in_memory:
+            return None
         if self._saved_step is not None and self._saved_step[0] == self.step:
             return self._saved_step[1]
         rngs = ctx.all_gather_object(rng_state())
@@ -369,8 +383,7 @@ class Trainer:
                               "data_wait_fraction": data_time / max(elapsed, 1e-9), "epoch": self.loader.epoch}
                     if flops_per_token:
                         record["mfu"] = record["tokens_per_s"] * flops_per_token / peak
-                    if self.metrics:
-                        self.metrics.write(record)
+                    self._record(record)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}",
                                     lr=f"{last['lr']:.2e}", refresh=False)
                     window_tokens, window_start, data_time = 0, time.perf_counter(), 0.0
@@ -392,7 +405,7 @@ class Trainer:
             path = self.save()
             summary = {"step": self.step, "tokens_seen": self.tokens_seen, "loss": last.get("loss"),
                        "checkpoint": path, **eval_metrics}
-            if ctx.is_main:
+            if ctx.is_main and not self.in_memory:
                 final = os.path.join(self.out, "final")
                 self._save_final(final)
                 summary["final"] = final
@@ -400,7 +413,7 @@ class Trainer:
                     summary["plot"] = plot_metrics(self.metrics.path, os.path.join(self.out, "metrics.png"),
                                                    title=f"sslfast pretrain {cfg.model}-{cfg.size} ({cfg.objective})",
                                                    train_label=f"train loss ({cfg.objective})")
-            elif cfg.fsdp:
+            elif cfg.fsdp and not self.in_memory:
                 self._save_final(None)
             return summary
         finally:
@@ -413,9 +426,14 @@ class Trainer:
 
     def _log_eval(self) -> dict:
         metrics = self.evaluate()
-        if metrics and self.metrics:
-            self.metrics.write({"step": self.step, **metrics})
+        if metrics:
+            self._record({"step": self.step, **metrics})
         return metrics
+
+    def _record(self, record: dict) -> None:
+        self.history.append(record)
+        if self.metrics:
+            self.metrics.write(record)
 
     def _save_final(self, directory: Optional[str]) -> None:
         if not self.config.fsdp:

@@ -10,8 +10,11 @@ def task_for(config, ctx) -> Task:
     if config.model == "gpt2":
         from sslfast.train.tasks.gpt2 import GPT2Task
         return GPT2Task(config, ctx)
+    if config.model in ("ae", "dae", "vae", "vqvae"):
+        from sslfast.train.tasks.autoencoder import AutoEncoderTask
+        return AutoEncoderTask(config, ctx)
     from sslfast.train.config import ConfigError
-    raise ConfigError(f"--model {config.model} is not available yet (sslfast pretrain supports: bert, gpt2)")
+    raise ConfigError(f"unknown --model {config.model!r}")
 
 
 __all__ = ["Task", "task_for", "to_device", "unwrap"]

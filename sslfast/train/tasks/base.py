@@ -37,6 +37,7 @@ class Task:
         self.train_dataset = self.eval_dataset = self.collate = None
         self.fingerprint: dict = {}  # what identifies the data and model of a run (checked on resume)
         self.foreign_model = False  # a model that is not sslfast's (e.g. transformers'): padded batches, plain loss
+        self.given_data = None  # data handed over in Python (Trainer(data=...)) instead of --data
 
     # --- data ---
     def prepare(self, out_dir: str, resume_path: Optional[str]) -> None:

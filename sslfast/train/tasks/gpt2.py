@@ -107,7 +107,8 @@ class GPT2Task(Task):
             weight = batch.get("eval_weight", 1.0)
             batch = {k: v.to(self.ctx.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
                      if k != "eval_weight"}
-            count = int((batch["labels"] != -100).sum())
+            labels = batch["labels"]  # packed rows mask each piece's first token; padded rows do not
+            count = int((labels[..., 1:] != -100).sum()) if self.foreign_model else int((labels != -100).sum())
             if count == 0:
                 continue
             inputs = self._model_inputs(batch)

@@ -15,9 +15,12 @@ def load_text_corpus(data: str) -> D.Corpus:
 def prepare_tokenizer(config, ctx, out_dir: str, kind: str, resume_path=None):
     """The run's tokenizer: loaded from ``--tokenizer PATH``, or trained on rank 0 and saved under
     ``<out>/tokenizer`` (a run resumed from a checkpoint of another folder takes that run's tokenizer)."""
-    saved = os.path.join(out_dir, "tokenizer")
     if config.tokenizer != "train":
         return D.load_tokenizer(config.tokenizer), None
+    if out_dir is None:  # a run in memory: the tokenizer is not saved
+        corpus = load_text_corpus(config.data)
+        return D.train_tokenizer(corpus, kind, vocab_size=config.vocab_size), corpus
+    saved = os.path.join(out_dir, "tokenizer")
     corpus = None
     if ctx.is_main and not os.path.isfile(os.path.join(saved, "tokenizer.json")):
         source_run = os.path.dirname(os.path.dirname(resume_path)) if resume_path else None
