@@ -23,6 +23,9 @@ def test_case(benchmark, case, impl):
     inputs = case.make_inputs()
     fn = case.baseline if impl == "baseline" else case.candidate
     benchmark.group = f"{case.key} [{DEVICE}]"
+    if impl == "sslfast":  # a wrong kernel fails here, before it is timed
+        error = float(case.error(case.baseline(*case.make_inputs()), case.candidate(*case.make_inputs())))
+        assert error <= case.tolerance, f"{case.key}: error {error:.3e} beyond the tolerance {case.tolerance:.1e}"
 
     def step():
         out = fn(*inputs)

@@ -11,6 +11,19 @@ from sslfast.ops.vq import vq_codebook_stats, vq_lookup
 __all__ = ["VectorQuantizer"]
 
 
+class _StraightThrough(torch.autograd.Function):
+    """``quantized`` in the forward, the identity for ``x``'s gradient in the backward: the value of
+    ``x + (quantized - x).detach()`` without its two input-sized temporaries."""
+
+    @staticmethod
+    def forward(ctx, x, quantized):
+        return quantized.view_as(quantized)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 def _all_reduce_sum(*tensors: torch.Tensor) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for t in tensors:
@@ -73,7 +86,7 @@ class VectorQuantizer(nn.Module):
         elif self.training:
             self._ema_update(flat.detach(), indices)
 
-        quantized = flat + (quantized - flat).detach()  # straight-through estimator
+        quantized = _StraightThrough.apply(flat, quantized.detach())  # straight-through estimator
         return quantized.reshape(x.shape), indices.reshape(x.shape[:-1]), loss
 
     @torch.no_grad()

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One command for a GPU machine as it is (Python, torch + CUDA, triton, pytest, pytest-xdist, pytest-timeout
+# preinstalled; no package registry): nothing is installed, the source tree is used through PYTHONPATH (no C++
+# extension needed), and the Triton kernels run compiled (TRITON_INTERPRET=0).
+#
+#   bash scripts/gpu_check.sh                 # all stages, about 9 minutes
+#   bash scripts/gpu_check.sh --stage bench   # continue from a stage (env selftest tests bench tune sanitizer)
+#   bash scripts/gpu_check.sh --only tune     # one stage
+#
+# Each stage has its own time limit and writes its results into $SSLFAST_GPU_OUT (default: $OUT, else
+# ./gpu-out) as it goes, so a stage cut short loses only itself. At most 8 files are written (what a device
+# run brings back): env.json selftest.json tests.log bench.json bench.png tune.json sanitizer.log summary.log.
+# Then `bash scripts/gpu_commit.sh <that folder>` files them under benchmarks/results/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DEST=${SSLFAST_GPU_OUT:-${OUT:-$PWD/gpu-out}}
+mkdir -p "$DEST"
+export TRITON_INTERPRET=0 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.cache/triton} SSLFAST_CACHE=${SSLFAST_CACHE:-$PWD/.cache/sslfast}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+STAGES=(env selftest tests bench tune sanitizer)
+FIRST=env ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stage) FIRST=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    *) echo "usage: $0 [--stage NAME | --only NAME]  (stages: ${STAGES[*]})" >&2; exit 2 ;;
+  esac
+done
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$DEST/summary.log"; }
+run_stage() {  # name, seconds, command...
+  local name=$1 limit=$2; shift 2
+  log "stage $name (limit ${limit}s): $*"
+  local start=$SECONDS
+  timeout --signal=TERM --kill-after=15 "$limit" "$@"
+  local rc=$?
+  log "stage $name: exit $rc after $((SECONDS - start))s"
+  return 0
+}
+started=0
+for stage in "${STAGES[@]}"; do
+  [ "$stage" = "$FIRST" ] && started=1
+  [ $started = 1 ] || continue
+  [ -n "$ONLY" ] && [ "$stage" != "$ONLY" ] && continue
+  case $stage in
+    env)
+      run_stage env 60 python3 -m sslfast.bench.environment --device cuda --json "$DEST/env.json" ;;
+    selftest)  # every kernel variant at small and realistic shapes vs the PyTorch reference; fills the cache
+      run_stage selftest 150 python3 -m sslfast selftest --device cuda --json "$DEST/selftest.json" ;;
+    tests)
+      run_stage tests 200 bash -c "python3 -m pytest tests -m gpu -q -rfE -n 8 --timeout 180 -p no:cacheprovider \
+        2>&1 | tee '$DEST/tests.log'" ;;
+    bench)  # rows are written to the JSON one by one
+      run_stage bench 200 python3 -m sslfast bench --device cuda --json "$DEST/bench.json" --plot "$DEST/bench.png" ;;
+    tune)  # the attention tile candidates of the head dims that matter
+      run_stage tune 100 python3 benchmarks/tune_flash_attention.py --head-dims 64 128 --json "$DEST/tune.json" ;;
+    sanitizer)  # out-of-bounds accesses the interpreter cannot see: padded-with-holes and varlen attention
+      if command -v compute-sanitizer >/dev/null; then
+        run_stage sanitizer 90 bash -c "compute-sanitizer --tool memcheck --error-exitcode 3 \
+          python3 -m sslfast selftest --device cuda --quick --ops attention 2>&1 | tail -40 > '$DEST/sanitizer.log'"
+      else
+        log "stage sanitizer: compute-sanitizer not found"
+      fi ;;
+  esac
+done
+log "results in $DEST: $(ls "$DEST" | tr '\n' ' ')"
