@@ -2,7 +2,10 @@
 launch-table entry (``kernels/flash_attention.py: FORWARD_CONFIGS``, ``flash_attention_backward.py:
 BACKWARD_CONFIGS``). The tables were picked by register counts alone; run this on the first lent GPU:
 
-    TRITON_INTERPRET=0 python benchmarks/tune_flash_attention.py --json out/tune.json
+    TRITON_INTERPRET=0 python benchmarks/tune_flash_attention.py --head-dims 64 128 --json out/tune.json
+
+Only the entries a call actually runs are timed (up to head dim 64 the backward uses the atomic kernel, so its
+dK/dV and dQ entries are not); ``--head-dims`` / ``--directions`` / ``--causal`` select what to time.
 
 A candidate that fails to launch is recorded with its error; one that spills registers is timed like the
 others (and loses); before adopting a winner, ``python -m sslfast.aot`` must still pass. Forward entries are
@@ -32,19 +35,41 @@ def _case(head_dim, causal, seqlen=4096, tokens=16384, dtype=torch.bfloat16):
     return q, k, v, causal
 
 
+def entries_that_run(head_dim: int, directions) -> list[str]:
+    """The launch-table kinds a bf16 call at this head dim actually uses: the forward; for the backward, the
+    atomic dK/dV(+dQ) kernel up to head dim 64 (the default, non-deterministic path), else dK/dV and dQ."""
+    kinds = ["fwd"] if "fwd" in directions else []
+    if "bwd" in directions:
+        kinds += ["dkdv_atomic"] if head_dim <= 64 else ["dkdv", "dq"]
+    return kinds
+
+
 def main(argv=None) -> None:
     from sslfast.kernels import flash_attention as fwd_module
     from sslfast.kernels import flash_attention_backward as bwd_module
     from sslfast.ops import attention
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="write every timing here")
+    parser.add_argument("--json", help="write every timing here (rewritten after each, so a cut-short run keeps them)")
     parser.add_argument("--seqlen", type=int, default=4096)
+    parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--directions", nargs="+", choices=["fwd", "bwd"], default=["fwd", "bwd"])
+    parser.add_argument("--causal", choices=["both", "yes", "no"], default="both")
     args = parser.parse_args(argv)
+    env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     records = []
-    for head_dim in (64, 128):
-        block_d = head_dim
-        for causal in (False, True):
+
+    def save():
+        if args.json:
+            with open(args.json + ".tmp", "w") as f:
+                json.dump({"environment": env, "records": records}, f, indent=1)
+            import os
+            os.replace(args.json + ".tmp", args.json)
+
+    causal_options = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
+    for head_dim in args.head_dims:
+        block_d = max(16, 1 << (head_dim - 1).bit_length())
+        for causal in causal_options:
             q, k, v, _ = _case(head_dim, causal, args.seqlen)
             grad = torch.randn_like(q)
 
@@ -56,12 +81,11 @@ def main(argv=None) -> None:
                 q.grad = k.grad = v.grad = None
                 attention(q, k, v, causal=causal).backward(grad)
 
-            entries = [("fwd", fwd_module.FORWARD_CONFIGS, ("16", block_d, False), forward)]
-            for kind in ("dkdv_atomic", "dkdv", "dq"):
-                key = (kind, "16", block_d)
-                if key in bwd_module.BACKWARD_CONFIGS:
-                    entries.append((kind, bwd_module.BACKWARD_CONFIGS, key, forward_backward))
-            for kind, table, key, fn in entries:
+            for kind in entries_that_run(head_dim, args.directions):
+                table, key, fn = ((fwd_module.FORWARD_CONFIGS, ("16", block_d, False), forward) if kind == "fwd" else
+                                  (bwd_module.BACKWARD_CONFIGS, (kind, "16", block_d), forward_backward))
+                if key not in table:
+                    continue
                 original = table[key]
                 for cand in CANDIDATES:
                     table[key] = cand if kind == "fwd" else (cand, table[key][1])
@@ -72,8 +96,10 @@ def main(argv=None) -> None:
                     else:
                         error = None
                     records.append(dict(kind=kind, head_dim=head_dim, causal=causal, seqlen=args.seqlen,
-                                        config=cand, ms=ms, error=error))
+                                        config=cand, ms=ms, error=error, current=cand == (
+                                            original if kind == "fwd" else original[0])))
                     print(records[-1], flush=True)
+                    save()
                 table[key] = original
                 timed = [r for r in records if r["kind"] == kind and r["head_dim"] == head_dim
                          and r["causal"] == causal and r["ms"] is not None]
@@ -81,10 +107,7 @@ def main(argv=None) -> None:
                     best = min(timed, key=lambda r: r["ms"])
                     print(f"BEST {kind} d={head_dim} causal={causal}: {best['config']} {best['ms']:.3f} ms "
                           f"(table: {original})", flush=True)
-    if args.json:
-        env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "records": records}, f, indent=1)
+    save()
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ Dropout masks are regenerated from the same Philox counters as the forward.
 import triton
 import triton.language as tl
 
+from .constants import LOG2E, head_dim_block
 from .flash_attention_common import (PHILOX_ROUNDS, dropout_keep, key_tile_bounds, load_sequence, query_tile_program,
                                      row_pointer)
 
-LOG2E = 1.4426950408889634
 
 
 @triton.jit
@@ -62,7 +62,7 @@ def _dkdv_query_tiles(dk, dv, k, v, live, q_base, do_base, lse_base, delta_base,
                      other=0.0)  # (BD, BM)
         do = tl.load(do_base + rows[:, None] * stride_gt + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :],
                      other=0.0)  # (BM, BD)
-        lse = tl.load(lse_base + rows * stride_lt, mask=row_ok, other=float("inf")) * 1.4426950408889634
+        lse = tl.load(lse_base + rows * stride_lt, mask=row_ok, other=float("inf")) * LOG2E
         delta = tl.load(delta_base + rows * stride_lt, mask=row_ok, other=0.0)
         st = tl.dot(k, qt, input_precision=INPUT_PRECISION)  # (BN, BM) scores, transposed
         pt = tl.exp2(st * qk_scale - lse[None, :])  # rows that see no key have lse = +inf: p = 0
@@ -131,7 +131,7 @@ def flash_attention_bwd_dkdv_kernel(
         seed = 0
         if DROPOUT:
             seed = tl.load(SEED)
-        qk_scale = scale * 1.4426950408889634
+        qk_scale = scale * LOG2E
         lo = 0
         if CAUSAL:
             lo = tl.maximum(0, n_lo - diag)  # the first query row that sees key n_lo
@@ -219,13 +219,13 @@ def flash_attention_bwd_dq_kernel(
     do = tl.load(row_pointer(DO, b, h, q_start, stride_gb, stride_gh, stride_gt) + offs_m[:, None] * stride_gt
                  + offs_d[None, :], mask=ok, other=0.0)
     lse = tl.load(row_pointer(LSE, b, h, q_start, stride_lb, stride_lh, stride_lt) + offs_m * stride_lt, mask=row_ok,
-                  other=float("inf")) * 1.4426950408889634
+                  other=float("inf")) * LOG2E
     delta = tl.load(row_pointer(DELTA, b, h, q_start, stride_lb, stride_lh, stride_lt) + offs_m * stride_lt,
                     mask=row_ok, other=0.0)
     seed = 0
     if DROPOUT:
         seed = tl.load(SEED)
-    qk_scale = scale * 1.4426950408889634
+    qk_scale = scale * LOG2E
 
     first_lo, first_hi, full_lo, full_end, hi = key_tile_bounds(k_lo, k_hi, m_lo, diag, CAUSAL, BLOCK_M, BLOCK_N)
     k_base = row_pointer(K, b, h, k_start, stride_kb, stride_kh, stride_kt)
@@ -267,19 +267,19 @@ BACKWARD_CONFIGS = {
     ("dq", "16", 64): ((128, 64, 8, 2), (128, 64, 8, 2)),
     ("dq", "16", 128): ((64, 16, 4, 2), (64, 16, 8, 2)),
     ("dq", "16", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dkdv_atomic", "32", 16): ((32, 32, 4, 1), (32, 32, 4, 1)),
+    ("dkdv_atomic", "32", 16): ((32, 32, 8, 1), (32, 32, 8, 1)),
     ("dkdv_atomic", "32", 32): ((32, 32, 4, 1), (32, 32, 4, 1)),
     ("dkdv_atomic", "32", 64): ((32, 32, 8, 1), (32, 32, 8, 1)),
     ("dkdv", "32", 16): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("dkdv", "32", 32): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("dkdv", "32", 64): ((32, 32, 8, 1), (32, 32, 8, 1)),
+    ("dkdv", "32", 32): ((32, 32, 4, 1), (32, 32, 8, 1)),
+    ("dkdv", "32", 64): ((32, 32, 8, 1), (16, 32, 8, 1)),
     ("dkdv", "32", 128): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dkdv", "32", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
+    ("dkdv", "32", 256): ((16, 32, 8, 1), (16, 16, 8, 1)),
     ("dq", "32", 16): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("dq", "32", 32): ((16, 32, 4, 1), (32, 32, 4, 1)),
+    ("dq", "32", 32): ((16, 32, 4, 1), (32, 32, 8, 1)),
     ("dq", "32", 64): ((32, 32, 8, 1), (16, 32, 8, 1)),
     ("dq", "32", 128): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "32", 256): ((16, 32, 4, 1), (16, 32, 4, 1)),
+    ("dq", "32", 256): ((16, 32, 8, 1), (16, 16, 4, 1)),
 }
 
 
@@ -307,7 +307,7 @@ def aot_configs():
     configs = []
     for dtype, head_dim in AOT_CASES:
         ptr = f"*{dtype}"
-        block_d = max(16, 1 << (head_dim - 1).bit_length())
+        block_d = head_dim_block(head_dim)
         pre = backward_config("preprocess", block_d, dtype, False, interpreted=False)
         configs.append(dict(
             kernel=flash_attention_bwd_preprocess_kernel, name=f"flash_attention_bwd_pre_{dtype}_d{head_dim}",

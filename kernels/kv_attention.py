@@ -12,7 +12,8 @@ that saw no key gives 0. Splitting the keys keeps every SM busy when a single se
 import triton
 import triton.language as tl
 
-LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e)
+from .constants import LOG2E, head_dim_block
+
 
 
 @triton.jit
@@ -161,7 +162,7 @@ def aot_configs():
             "Sq", "group", "chunk")
     for dtype in ("bf16", "fp16", "fp32"):
         for head_dim in (32, 64, 128, 256):
-            block_d = max(16, 1 << (head_dim - 1).bit_length())
+            block_d = head_dim_block(head_dim)
             launch = split_config(block_d, dtype, False)
             options = {"num_warps": launch.pop("num_warps"), "num_stages": launch.pop("num_stages")}
             ptr = f"*{dtype}"

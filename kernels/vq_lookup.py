@@ -7,6 +7,8 @@ index per row. The N×K distance matrix never leaves registers.
 import triton
 import triton.language as tl
 
+from .constants import head_dim_block
+
 
 @triton.jit
 def vq_lookup_kernel(
@@ -102,8 +104,9 @@ def launch_config(dtype: str, block_d: int, one_d_block: bool, arch: int) -> dic
     if dtype == "fp32" and arch < 90:  # IEEE fp32 dots (3xTF32 spills on Ampere)
         return dict(BLOCK_N=16, BLOCK_K=64, INPUT_PRECISION="ieee", num_warps=4, num_stages=2)
     precision = "tf32x3"
-    if not one_d_block:
-        return dict(BLOCK_N=64, BLOCK_K=64, INPUT_PRECISION=precision, num_warps=8, num_stages=2)
+    if not one_d_block:  # fp32 keeps one stage: two spill with aligned (16-byte) pointers
+        return dict(BLOCK_N=64, BLOCK_K=64, INPUT_PRECISION=precision, num_warps=8,
+                    num_stages=1 if dtype == "fp32" else 2)
     if dtype == "fp32":
         block_n = 128 if block_d <= 64 else 64
         return dict(BLOCK_N=block_n, BLOCK_K=64, INPUT_PRECISION=precision, num_warps=8, num_stages=3)
@@ -113,7 +116,7 @@ def launch_config(dtype: str, block_d: int, one_d_block: bool, arch: int) -> dic
 
 def lookup_block_d(d: int) -> tuple[int, bool]:
     """D block for a row width ``d``, and whether one block covers it."""
-    block_d = max(16, 1 << (d - 1).bit_length())
+    block_d = head_dim_block(d)
     if block_d <= 128:
         return block_d, True
     return 64, False

@@ -1,7 +1,8 @@
 """Ahead-of-time compile of every Triton kernel configuration for real GPUs, without a GPU.
 
-Each module in ``sslfast.kernels`` lists its launch configurations in ``aot_configs()``. This compiles
-them for sm_90 (Hopper) and sm_80 (Ampere) and reads registers and spills from ``ptxas -v``, so a kernel
+Each module in ``sslfast.kernels`` lists its launch configurations in ``aot_configs()``, each with the
+architectures it is tuned for (``archs``: sm_90 Hopper for every kernel; sm_80 Ampere where a table has entries
+for it: VQ and cross-entropy). This compiles them and reads registers and spills from ``ptxas -v``, so a kernel
 that cannot compile for a real GPU fails here. ``python -m sslfast.aot --json PATH`` writes the table.
 """
 from __future__ import annotations
@@ -60,13 +61,29 @@ def _ptxas_usage(ptx: str, arch: int) -> dict:
             "spill_loads": int(spill_ld.group(1)) if spill_ld else 0}
 
 
+def runtime_attrs(fn, cfg: dict) -> dict:
+    """The specialisation a launch on real tensors gets: Triton marks every pointer to a 16-byte aligned
+    allocation, and every integer divisible by 16, with ``tt.divisibility = 16`` (wider loads, other register
+    use). Pointers are aligned and strides divisible by 16 whenever rows hold a multiple of 16 elements (head
+    dims 64/128, hidden sizes), so that variant is what the tables must keep spill-free; ``cfg["unaligned"]``
+    lists arguments that are not."""
+    attrs = {}
+    for name, kind in cfg["signature"].items():
+        if name in cfg.get("unaligned", ()) or name in cfg["constexprs"]:
+            continue
+        if kind.startswith("*") or (kind in ("i32", "i64") and name.startswith("stride")):
+            attrs[(fn.arg_names.index(name),)] = [["tt.divisibility", 16]]
+    return attrs
+
+
 def compile_config(cfg: dict, arch: int) -> dict:
     """Compile one configuration for ``sm_<arch>``; returns registers, spills, shared memory, wgmma use."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    src = ASTSource(_as_jit_function(cfg["kernel"]), cfg["signature"], cfg["constexprs"])
+    fn = _as_jit_function(cfg["kernel"])
+    src = ASTSource(fn, cfg["signature"], cfg["constexprs"], attrs=runtime_attrs(fn, cfg))
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(cfg.get("options", {})))
     record = {"name": cfg["name"], "arch": f"sm_{arch}", "shared_bytes": compiled.metadata.shared,
               "uses_wgmma": "wgmma" in compiled.asm["ptx"]}

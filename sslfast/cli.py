@@ -1,4 +1,4 @@
-"""The ``sslfast`` command: ``sslfast bench ...``, ``sslfast pretrain ...``, ``sslfast plot-metrics DIR``."""
+"""The ``sslfast`` command: ``bench``, ``pretrain``, ``selftest`` and ``plot-metrics``."""
 from __future__ import annotations
 
 import argparse
@@ -40,16 +40,20 @@ def _run_bench(args) -> int:
         if reason:
             print(f"sslfast bench: skipping {op}: {reason}")
             ops.remove(op)
-    cases = collect_cases(ops, quick=args.quick, device=device)
-    repeats = args.repeats or (5 if args.quick else 10)
-    records = run_cases(cases, device=device, quick=args.quick, repeats=repeats, warmup=args.warmup,
-                        memory=not args.no_memory, max_seconds=10.0 if args.quick else 60.0)
     env = environment(device, ["sslfast"] + sys.argv[1:] if sys.argv and not sys.argv[0].endswith("sslfast")
                       else sys.argv)
     env["quick"] = args.quick
+
+    def save_so_far(records):  # the JSON grows row by row: a run cut short keeps what it measured
+        if args.json:
+            write_json(args.json, records, {**env, "complete": len(records) == len(cases)})
+
+    cases = collect_cases(ops, quick=args.quick, device=device)
+    repeats = args.repeats or (5 if args.quick else 10)
+    records = run_cases(cases, device=device, quick=args.quick, repeats=repeats, warmup=args.warmup,
+                        memory=not args.no_memory, max_seconds=10.0 if args.quick else 60.0, on_record=save_so_far)
     print_table(records)
-    if args.json:
-        write_json(args.json, records, env)
+    save_so_far(records)
     if args.markdown:
         os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
         with open(args.markdown, "w") as f:
@@ -84,6 +88,14 @@ def main(argv=None) -> int:
     from sslfast.train.pretrain import add_pretrain_parser
     add_pretrain_parser(sub)
     _add_plot(sub)
+    selftest = sub.add_parser("selftest", add_help=False,
+                              help="check every Triton kernel variant against float64 on this machine "
+                                   "(see: sslfast selftest --help)")
+    selftest.set_defaults(func=None)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["selftest"]:  # its own parser: python -m sslfast selftest [--device cuda] [--json FILE] ...
+        from sslfast.selftest import main as selftest_main
+        return selftest_main(argv[1:])
     args = parser.parse_args(argv)
     return args.func(args)
 

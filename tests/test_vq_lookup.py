@@ -129,8 +129,10 @@ def test_device_mismatch_is_reported():
 def test_unknown_and_unavailable_backends():
     with pytest.raises(ValueError, match="backend must be one of"):
         vq_lookup(torch.randn(5, 4), torch.randn(3, 4), backend="fast")
-    with pytest.raises(BackendUnavailableError):
-        vq_lookup(torch.randn(5, 4), torch.randn(3, 4), backend="cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        vq_lookup(torch.randn(5, 4), torch.randn(3, 4), backend="cuda")  # the device picks CUDA, not the backend
+    with pytest.raises(BackendUnavailableError):  # statistics have no C++ implementation
+        vq_codebook_stats(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]), 3, backend="cpp")
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b in ("triton", "torch")])
@@ -168,3 +170,12 @@ def test_huge_finite_inputs_are_not_mistaken_for_nan():
     x = torch.full((4, 3), 3e38)  # the fp32 sum overflows, the values do not
     idx, _ = vq_lookup(x, torch.randn(5, 3))
     assert idx.shape == (4,)
+
+
+def test_vq_ops_are_registered_custom_ops():
+    x, codebook = torch.randn(37, 16), torch.randn(11, 16)
+    torch.library.opcheck(torch.ops.sslfast.vq_lookup.default, (x, codebook, "torch"),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    idx = torch.randint(0, 11, (37,))
+    torch.library.opcheck(torch.ops.sslfast.vq_codebook_stats.default, (x, idx, 11, "torch"),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))

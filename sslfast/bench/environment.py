@@ -49,3 +49,30 @@ def environment(device: str, command: list[str] | None = None) -> dict:
     if device == "cuda":
         env["cuda"] = torch.version.cuda
     return env
+
+
+def main(argv=None) -> int:
+    """``python -m sslfast.bench.environment --device cuda --json env.json``: the block, printed and written."""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(description="print (and write) the environment block of a results file")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device", file=sys.stderr)
+        return 2
+    env = environment(args.device)
+    if args.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update(capability=f"{props.major}.{props.minor}", multiprocessors=props.multi_processor_count,
+                   memory_gib=round(props.total_memory / 2**30, 1))
+    print(json.dumps(env, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(env, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

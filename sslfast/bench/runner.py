@@ -44,7 +44,9 @@ def run_case(case: Case, *, device: str, quick: bool, repeats: int, warmup: int,
 
 def run_cases(cases: list[Case], *, device: str = "cpu", quick: bool = False, repeats: int = 10,
               warmup: int = 2, memory: bool = True, max_seconds: float | None = None,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, on_record=None) -> list[dict]:
+    """Run every case; ``on_record(records)`` after each one (the CLI rewrites its JSON there, so a run cut
+    short keeps what it measured)."""
     records = []
     bar = tqdm(cases, desc="sslfast bench", unit="case", disable=not progress)
     for case in bar:
@@ -57,6 +59,8 @@ def run_cases(cases: list[Case], *, device: str = "cpu", quick: bool = False, re
                             "baseline": case.baseline_name, "baseline_ms": None, "sslfast_ms": None,
                             "speedup": None, "baseline_peak_mb": None, "sslfast_peak_mb": None,
                             "memory_ratio": None, "correct": False, "error": f"{type(exc).__name__}: {exc}"})
+        if on_record is not None:
+            on_record(records)
         if device == "cuda":
             torch.cuda.empty_cache()
     return records

@@ -65,6 +65,11 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("ema_count", torch.ones(num_codes))
             self.register_buffer("ema_sum", init.clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self._initialized_host = not kmeans_init  # the buffer's value, read without a device sync each step
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._initialized_host = bool(self.initialized)
 
     def extra_repr(self) -> str:
         return (f"num_codes={self.num_codes}, dim={self.dim}, commitment_weight={self.commitment_weight}, "
@@ -74,7 +79,7 @@ class VectorQuantizer(nn.Module):
         if x.shape[-1] != self.dim:
             raise ValueError(f"VectorQuantizer: x's last dimension must be {self.dim}, got shape {tuple(x.shape)}")
         flat = x.reshape(-1, self.dim)  # (N, D)
-        if self.training and not bool(self.initialized):
+        if self.training and not self._initialized_host:
             self._kmeans_init(flat.detach())
         codebook = self.codebook.to(x.dtype)
         indices, _ = vq_lookup(flat.detach(), codebook.detach(), backend=self.backend)  # (N,)
@@ -91,7 +96,8 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
-        counts, sums = vq_codebook_stats(flat, indices, self.num_codes, backend=self.stats_backend)  # (K,), (K, D)
+        counts, sums = vq_codebook_stats(flat, indices, self.num_codes, backend=self.stats_backend,
+                                          check_indices=False)  # (K,), (K, D): vq_lookup's own indices
         _all_reduce_sum(counts, sums)
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
@@ -127,7 +133,7 @@ class VectorQuantizer(nn.Module):
         centroids = data[picks].clone()
         for _ in range(self.kmeans_iters):
             idx, _ = vq_lookup(data, centroids, backend=self.backend)
-            counts, sums = vq_codebook_stats(data, idx, self.num_codes, backend=self.stats_backend)
+            counts, sums = vq_codebook_stats(data, idx, self.num_codes, backend=self.stats_backend, check_indices=False)
             _all_reduce_sum(counts, sums)
             filled = counts > 0
             centroids[filled] = sums[filled] / counts[filled].unsqueeze(1)
@@ -138,3 +144,4 @@ class VectorQuantizer(nn.Module):
             self.ema_sum.copy_(centroids)
             self.ema_count.fill_(1.0)
         self.initialized.fill_(True)
+        self._initialized_host = True

@@ -1,4 +1,4 @@
-"""sslfast's fused ops. Each takes ``backend="auto"|"triton"|"cuda"|"cpp"|"torch"``."""
+"""sslfast's fused ops. Each takes ``backend="auto"|"triton"|"cpp"|"torch"`` (the C++ path where an op has one)."""
 from sslfast.ops._dispatch import BackendUnavailableError, available_backends
 from sslfast.ops.attention import attention, pad, unpad, varlen_attention
 from sslfast.ops.cross_entropy import cross_entropy, linear_cross_entropy

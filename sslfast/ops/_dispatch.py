@@ -7,7 +7,7 @@ import torch
 
 from sslfast import _extension
 
-BACKENDS = ("auto", "triton", "cuda", "cpp", "torch")
+BACKENDS = ("auto", "triton", "cpp", "torch")
 
 
 class BackendUnavailableError(RuntimeError):
@@ -20,11 +20,9 @@ def triton_interpreted() -> bool:
 
 
 def available_backends() -> dict[str, bool]:
-    """What this install can run: ``{"triton": .., "cuda": .., "cpp": .., "torch": True}``."""
+    """What this install can run: ``{"triton": .., "cpp": .., "torch": True}``."""
     has_triton = _extension.kernels is not None and (torch.cuda.is_available() or triton_interpreted())
-    has_cuda = (_extension._C is not None and getattr(_extension._C, "with_cuda", False)
-                and torch.cuda.is_available())
-    return {"triton": has_triton, "cuda": has_cuda, "cpp": _extension._C is not None, "torch": True}
+    return {"triton": has_triton, "cpp": _extension._C is not None, "torch": True}
 
 
 def resolve_backend(op: str, backend: str, device: torch.device, supported: tuple[str, ...]) -> str:
@@ -38,7 +36,7 @@ def resolve_backend(op: str, backend: str, device: torch.device, supported: tupl
     have = available_backends()
     if backend == "auto":
         gpu = device.type == "cuda"
-        preferred = [n for n in supported if (n in ("triton", "cuda")) == gpu and n != "torch"]
+        preferred = [n for n in supported if (n == "triton") == gpu and n != "torch"]
         for name in preferred:
             if have[name]:
                 return name
@@ -54,8 +52,6 @@ def resolve_backend(op: str, backend: str, device: torch.device, supported: tupl
                                       f"(available: {[k for k, v in have.items() if v]})")
     if backend == "cpp" and device.type != "cpu":
         raise BackendUnavailableError(f"{op}: backend 'cpp' runs on CPU tensors, got {device}")
-    if backend == "cuda" and device.type != "cuda":
-        raise BackendUnavailableError(f"{op}: backend 'cuda' runs on CUDA tensors, got {device}")
     if backend == "triton" and device.type != "cuda" and not triton_interpreted():
         raise BackendUnavailableError(f"{op}: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 "
                                       f"for CPU tensors), got {device}")

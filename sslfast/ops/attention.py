@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from sslfast.ops._checks import check_same_device, check_tensor
 from sslfast.ops._dispatch import resolve_backend
+from sslfast.ops._validation import kernel_allowed
 from sslfast.ops.flash_attention import flash_attention, packed_sequence_table, padded_sequence_table
 from sslfast.ops.token_layout import TokenLayout
 
@@ -103,7 +104,7 @@ def attention(q, k, v, *, attention_mask=None, causal=False, dropout_p=0.0, scal
     op = "attention"
     _validate(op, q, k, v, attention_mask, scale)
     _check_dropout(op, dropout_p)
-    if resolve_backend(op, backend, q.device, ("triton", "torch")) == "triton":
+    if _use_kernel(op, backend, q, causal, dropout_p):
         b, _, sq, _ = q.shape
         sk = k.shape[2]
         seqs = padded_sequence_table(b, sq, sk, attention_mask, q.device)
@@ -112,6 +113,20 @@ def attention(q, k, v, *, attention_mask=None, causal=False, dropout_p=0.0, scal
                                  causal=causal, scale=scale, dropout_p=dropout_p, deterministic=deterministic)
         return out
     return _sdpa_exact(q, k, v, _keep_mask(q, k, attention_mask, causal), scale, dropout_p)
+
+
+def _use_kernel(op, backend, q, causal, dropout_p) -> bool:
+    """Whether the Triton kernels run: an explicit backend decides; ``auto`` takes them on CUDA for 16-bit
+    inputs whose variant passed its self-check on this GPU (fp32 goes to PyTorch's SDPA, which uses TF32 /
+    cuDNN where the fp32 kernels would run on FMA units)."""
+    chosen = resolve_backend(op, backend, q.device, ("triton", "torch"))
+    if chosen != "triton" or backend != "auto":
+        return chosen == "triton"
+    if q.dtype == torch.float32:
+        return False
+    flags = ("causal" if causal else "full") + ("+dropout" if dropout_p > 0 else "")
+    return kernel_allowed("attention", q.dtype, f"d{64 if q.shape[-1] <= 64 else 128 if q.shape[-1] <= 128 else 256}",
+                          flags, q.device)
 
 
 def _check_dropout(op, p):
@@ -174,11 +189,10 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         raise ValueError(f"{op}: scale must be positive, got {scale}")
     _check_cu_seqlens(op, cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], max_seqlen_q, max_seqlen_k,
                       check_cu_seqlens)
-    chosen = resolve_backend(op, backend, q.device, ("triton", "torch"))
     d = q.shape[2]
     if d % 8 or not 8 <= d <= 256:
         raise ValueError(f"{op}: head dim must be {_HEAD_DIMS}, got {d}")
-    if chosen == "triton":
+    if _use_kernel(op, backend, q, causal, dropout_p):
         seqs = packed_sequence_table(cu_seqlens_q, cu_seqlens_k)
         out, _ = flash_attention(q, k, v, seqs, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, packed=True,
                                  causal=causal, scale=scale, dropout_p=dropout_p, deterministic=deterministic)

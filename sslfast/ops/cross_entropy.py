@@ -15,16 +15,18 @@ import torch
 import torch.nn.functional as F
 
 from sslfast.ops._checks import check_same_device, check_tensor
-from sslfast.ops._dispatch import resolve_backend, triton_interpreted
+from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
+from sslfast.ops._validation import kernel_allowed
 
 __all__ = ["linear_cross_entropy", "cross_entropy", "REDUCTIONS"]
 
 REDUCTIONS = ("mean", "sum", "none")
-_CHUNK_BYTES = 32 * 2**20  # fp32 logits of one chunk of rows
+_CHUNK_BYTES = 128 * 2**20  # fp32 logits of one chunk of rows: fewer passes over grad_w (V × D)
 
 
 def _chunk_rows(v: int) -> int:
-    return max(16, _CHUNK_BYTES // (4 * max(v, 1))) // 8 * 8
+    """Rows per chunk: ~32 MiB of fp32 logits, a multiple of 128 (whole GEMM tiles)."""
+    return max(128, _CHUNK_BYTES // (4 * max(v, 1)) // 128 * 128)
 
 
 def _loss_and_dlogits(logits, labels, label_smoothing, z_loss, want_grad):
@@ -67,18 +69,16 @@ def _grad_hidden_into(out, dlogits, w32):
 def _triton_rows(logits, rows, labels, label_smoothing, z_loss, want_grad, grad=None):
     """Fused Triton pass over ``logits[rows]``: per-row loss and lse (fp32); the gradient goes to ``grad``
     (default: in place over ``logits``)."""
-    from sslfast.kernels.cross_entropy import cross_entropy_kernel
+    from sslfast.kernels.cross_entropy import cross_entropy_kernel, launch_config
     m = rows.numel()
-    losses = logits.new_empty(m, dtype=torch.float32)
-    lses = logits.new_empty(m, dtype=torch.float32)
+    losses = empty_output(m, dtype=torch.float32, device=logits.device)  # poisoned under SSLFAST_POISON=1
+    lses = empty_output(m, dtype=torch.float32, device=logits.device)
     if m == 0:
         return losses, lses, grad if grad is not None else logits
     grad = logits if grad is None else grad
-    block_v = 1024 if triton_interpreted() else 4096
     cross_entropy_kernel[(m,)](
         logits, logits.stride(0), rows, labels, losses, lses, grad, grad.stride(0), logits.shape[1],
-        float(label_smoothing), float(z_loss), WANT_GRAD=want_grad, BLOCK_V=block_v,
-        num_warps=1 if triton_interpreted() else 8, num_stages=1)
+        float(label_smoothing), float(z_loss), WANT_GRAD=want_grad, **launch_config(triton_interpreted()))
     return losses, lses, grad
 
 
@@ -281,6 +281,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
         raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
     _validate_labels(op, labels, hidden.shape[:-1])
     name = resolve_backend(op, backend, hidden.device, ("triton", "torch"))
+    if name == "triton" and backend == "auto" and not kernel_allowed(op, hidden.dtype, "", "", hidden.device):
+        name = "torch"
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):  # the matmul in autocast's dtype, as F.linear would run it
         dtype = torch.get_autocast_dtype(device_type)
@@ -380,6 +382,8 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
         raise ValueError(f"{op}: logits have V=0 classes")
     _validate_labels(op, labels, logits.shape[:-1])
     name = resolve_backend(op, backend, logits.device, ("triton", "torch"))
+    if name == "triton" and backend == "auto" and not kernel_allowed(op, logits.dtype, "", "", logits.device):
+        name = "torch"
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])
     flat_y = labels.reshape(-1).long()

@@ -17,7 +17,6 @@ from sslfast.ops._philox import dropout_threshold, effective_dropout_p
 
 __all__ = ["padded_sequence_table", "packed_sequence_table", "flash_attention", "new_dropout_seed"]
 
-_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def padded_sequence_table(batch: int, sq: int, sk: int, attention_mask: Optional[torch.Tensor],
@@ -81,8 +80,9 @@ def _kernel_ready(t: torch.Tensor, max_len: int, packed: bool) -> torch.Tensor:
 
 def _launch_params(q, dropout_p, scale):
     d = q.shape[-1]
-    return dict(HEAD_DIM=d, BLOCK_D=max(16, 1 << (d - 1).bit_length()),
-                INPUT_PRECISION="ieee"), _DTYPE_NAMES[q.dtype], float(scale), _dropout_args(dropout_p)
+    from sslfast.kernels.constants import dtype_name, head_dim_block
+    return dict(HEAD_DIM=d, BLOCK_D=head_dim_block(d), INPUT_PRECISION="ieee"), dtype_name(q.dtype), float(scale), \
+        _dropout_args(dropout_p)
 
 
 def _dropout_args(dropout_p: float):

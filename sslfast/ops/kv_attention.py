@@ -14,10 +14,10 @@ import torch
 
 from sslfast.ops._checks import check_same_device, check_tensor
 from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
+from sslfast.ops._validation import kernel_allowed
 
 __all__ = ["attention_with_kvcache", "kvcache_attention_reference"]
 
-_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def kvcache_attention_reference(q, k_cache, v_cache, lengths, *, causal=True, scale=None):
@@ -125,13 +125,13 @@ def _triton_impl(q, k_cache, v_cache, lengths, causal, scale):
         q = q.contiguous()
     if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("attention_with_kvcache: the caches need a unit stride in the head dim")
-    block_d = max(16, 1 << (d - 1).bit_length())
-    launch = split_config(block_d, _DTYPE_NAMES[q.dtype], triton_interpreted())
-    m_tiles = -(-sq // launch["BLOCK_M"])
+    from sslfast.kernels.constants import cdiv, dtype_name, head_dim_block
+    block_d = head_dim_block(d)
+    launch = split_config(block_d, dtype_name(q.dtype), triton_interpreted())
+    m_tiles = cdiv(sq, launch["BLOCK_M"])
     sms = 4 if triton_interpreted() else torch.cuda.get_device_properties(q.device).multi_processor_count
     splits = num_splits(k_cache.shape[1], b * h * m_tiles, launch["BLOCK_N"], sms)
-    chunk = -(-k_cache.shape[1] // splits)
-    chunk = -(-chunk // launch["BLOCK_N"]) * launch["BLOCK_N"]  # whole key tiles per split
+    chunk = cdiv(cdiv(k_cache.shape[1], splits), launch["BLOCK_N"]) * launch["BLOCK_N"]  # whole key tiles per split
     o_part = empty_output((b, h, splits, sq, d), dtype=torch.float32, device=q.device)
     l_part = empty_output((b, h, splits, sq), dtype=torch.float32, device=q.device)
     upcast = triton_interpreted() and q.dtype == torch.bfloat16  # the interpreter's bf16 arithmetic is wrong
@@ -146,7 +146,7 @@ def _triton_impl(q, k_cache, v_cache, lengths, causal, scale):
         **launch)
     out = empty_output(q.shape, dtype=q.dtype, device=q.device)
     combine = dict(COMBINE_CONFIG)
-    kv_attention_combine_kernel[(-(-sq // combine["BLOCK_M"]), h, b)](
+    kv_attention_combine_kernel[(cdiv(sq, combine["BLOCK_M"]), h, b)](
         o_part, l_part, out,
         o_part.stride(0), o_part.stride(1), o_part.stride(2), o_part.stride(3),
         l_part.stride(0), l_part.stride(1), l_part.stride(2), out.stride(0), out.stride(1), out.stride(2),
@@ -175,6 +175,10 @@ def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
             raise ValueError(f"attention_with_kvcache: cache_seqlens must be >= 0 and leave room for the new keys: "
                              f"needs {needed} positions, the cache has {k_cache.shape[1]}")
     name = resolve_backend("attention_with_kvcache", backend, q.device, ("triton", "torch"))
+    if name == "triton" and backend == "auto" and not kernel_allowed(
+            "attention_with_kvcache", q.dtype, f"d{max(16, 1 << (q.shape[-1] - 1).bit_length())}", "",
+            q.device):
+        name = "torch"
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_new, v_new, k_cache, v_cache)):
         return _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal), scale)

@@ -6,6 +6,7 @@ import torch
 from sslfast import _extension
 from sslfast.ops._checks import check_finite, check_same_device, check_tensor
 from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
+from sslfast.ops._validation import kernel_allowed
 
 __all__ = ["vq_lookup", "vq_codebook_stats", "vq_lookup_reference"]
 
@@ -28,6 +29,7 @@ def _lookup_cpp(x, codebook):
 
 
 def _lookup_triton(x, codebook):
+    from sslfast.kernels.constants import cdiv, dtype_name
     from sslfast.kernels.vq_lookup import launch_config, lookup_block_d, vq_lookup_kernel
     n, d = x.shape
     k = codebook.shape[0]
@@ -41,17 +43,12 @@ def _lookup_triton(x, codebook):
         launch = dict(BLOCK_N=16, BLOCK_K=16, INPUT_PRECISION="ieee", num_warps=1, num_stages=1)
     else:
         major, minor = torch.cuda.get_device_capability(x.device)
-        dtype = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[x.dtype]
-        launch = launch_config(dtype, block_d, one_d_block, 10 * major + minor)
-    grid = (triton_cdiv(n, launch["BLOCK_N"]),)
+        launch = launch_config(dtype_name(x.dtype), block_d, one_d_block, 10 * major + minor)
+    grid = (cdiv(n, launch["BLOCK_N"]),)
     vq_lookup_kernel[grid](
         x, codebook, code_norm, idx, dist, n, k, d, x.stride(0), codebook.stride(0), BLOCK_D=block_d,
         UPCAST=triton_interpreted() and x.dtype == torch.bfloat16, ONE_D_BLOCK=one_d_block, **launch)
     return idx, dist
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
 
 
 @torch.library.custom_op("sslfast::vq_lookup", mutates_args=())
@@ -103,6 +100,12 @@ def vq_lookup(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "auto",
         check_finite("vq_lookup", "x", x)
         check_finite("vq_lookup", "codebook", codebook)
     name = resolve_backend("vq_lookup", backend, x.device, _LOOKUP_BACKENDS)
+    if name == "triton" and backend == "auto":
+        from sslfast.kernels.vq_lookup import lookup_block_d
+        block_d, one_block = lookup_block_d(x.shape[-1])
+        if not kernel_allowed("vq_lookup", x.dtype, f"d{block_d if one_block else 64}{'' if one_block else 'loop'}",
+                              "", x.device):
+            name = "torch"
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
     if flat.stride(-1) != 1:
@@ -115,6 +118,7 @@ def vq_lookup(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "auto",
 # --- per-code statistics -------------------------------------------------------------------------
 
 def _stats_triton(x, indices, num_codes):
+    from sslfast.kernels.constants import cdiv
     from sslfast.kernels.vq_lookup import vq_codebook_stats_kernel
     n, d = x.shape
     counts = torch.zeros(num_codes, dtype=torch.float32, device=x.device)
@@ -123,7 +127,7 @@ def _stats_triton(x, indices, num_codes):
         return counts, sums
     block_d = min(64, max(16, 1 << (d - 1).bit_length()))
     block_n = 16 if triton_interpreted() else 32
-    vq_codebook_stats_kernel[(triton_cdiv(n, block_n),)](
+    vq_codebook_stats_kernel[(cdiv(n, block_n),)](
         x, indices, counts, sums, n, d, x.stride(0), BLOCK_N=block_n, BLOCK_D=block_d)
     return counts, sums
 
@@ -150,13 +154,14 @@ def _(x, indices, num_codes, backend):
             x.new_empty(num_codes, x.shape[1], dtype=torch.float32))
 
 
-def vq_codebook_stats(x: torch.Tensor, indices: torch.Tensor, num_codes: int, *,
-                      backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def vq_codebook_stats(x: torch.Tensor, indices: torch.Tensor, num_codes: int, *, backend: str = "auto",
+                      check_indices: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-code assignment counts (K,) and sums of assigned rows (K, D), both float32.
 
     ``x`` (..., D) and ``indices`` (...) int64 in ``[0, num_codes)``, as returned by :func:`vq_lookup`.
     On CUDA the sums are accumulated with atomics (Triton); on CPU with ``index_add_`` (PyTorch's own
-    kernel is the best CPU path). No one-hot N×K matrix is formed.
+    kernel is the best CPU path). No one-hot N×K matrix is formed. ``check_indices`` verifies the index
+    range (one host sync); callers passing :func:`vq_lookup`'s output may skip it.
     """
     op = "vq_codebook_stats"
     check_tensor(op, "x", x, min_dim=1)
@@ -167,6 +172,12 @@ def vq_codebook_stats(x: torch.Tensor, indices: torch.Tensor, num_codes: int, *,
                          f"{tuple(x.shape[:-1])}")
     if num_codes < 1:
         raise ValueError(f"{op}: num_codes must be >= 1, got {num_codes}")
+    if check_indices and indices.numel():
+        lo, hi = torch.stack([indices.min(), indices.max()]).tolist()
+        if lo < 0 or hi >= num_codes:
+            raise ValueError(f"{op}: indices must be in [0, {num_codes}), got values in [{lo}, {hi}]")
     name = resolve_backend(op, backend, x.device, ("triton", "torch"))
+    if name == "triton" and backend == "auto" and not kernel_allowed(op, x.dtype, "", "", x.device):
+        name = "torch"
     flat = x.reshape(-1, x.shape[-1]).contiguous()
     return _vq_stats_op(flat, indices.reshape(-1).contiguous(), int(num_codes), name)

@@ -41,25 +41,49 @@ def _sdpa(q, k, v, mask, causal):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
 
 
+def _relative(a, b) -> float:
+    return ((a.double() - b.double()).abs().max() / (b.double().abs().max() + 1e-6)).item()
+
+
+def _with_grads(output_error, grad_view=lambda g: g):
+    """A case's error over the output (``output_error``) and, for fwd+bwd steps, every input gradient
+    (relative to the baseline's largest; ``grad_view`` maps a baseline gradient to the candidate's layout)."""
+    def error(base, ours):
+        if not isinstance(base, tuple):
+            return output_error(base, ours)
+        worst = output_error(base[0], ours[0])
+        if len(base) != len(ours):
+            return float("inf")
+        for b, o in zip(base[1:], ours[1:]):
+            worst = max(worst, _relative(o, grad_view(b)))
+        return worst
+    return error
+
+
 def _real_rows_error(mask):
     def error(base, ours):
         rows = mask[:, None, :, None].expand_as(base)  # compare at real query positions
         return (base.double() - ours.double()).abs()[rows].max().item()
-    return error
+    return _with_grads(error, lambda g: g * mask[:, None, :, None])  # padding keys get no gradient
 
 
 def _max_error(base, ours):
     return (base.double() - ours.double()).abs().max().item()
 
 
+_max_error_with_grads = _with_grads(_max_error)
+
+
 def _fwd_bwd(fn):
+    """Forward + backward with a fixed upstream gradient; returns (output, gradients of the inputs used)."""
     def step(*inputs):
-        for t in inputs:
-            if isinstance(t, torch.Tensor) and t.requires_grad:
-                t.grad = None
+        leaves = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+        for t in leaves:
+            t.grad = None
         out = fn(*inputs)
-        out.backward(torch.ones_like(out))
-        return out.detach()
+        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(out.device, out.dtype)
+        out.backward(upstream)
+        return (out.detach(),) + tuple(t.grad for t in leaves if t.grad is not None)
     return step
 
 
@@ -106,9 +130,11 @@ def _varlen_case(b, h, s, d, dtype, device, mask, *, backend, tol, grad, tag="")
         return tuple(t.requires_grad_(grad) for t in (q, k, v)) + (mask,) + tuple(
             t.contiguous().requires_grad_(grad) for t in (pq, pk, pv)) + (cu, max_len)
 
-    def varlen_error(base, ours):
-        real = base.transpose(1, 2)[mask]  # (total, H, D)
-        return (real.double() - ours.double()).abs().max().item()
+    def packed_view(t):  # padded (B, H, S, D) -> packed (total, H, D)
+        return t.transpose(1, 2)[mask]
+
+    varlen_error = _with_grads(lambda base, ours: (packed_view(base).double() - ours.double()).abs().max().item(),
+                               packed_view)
 
     def baseline(q, k, v, m, *_):
         return _sdpa(q, k, v, m, False)
@@ -171,7 +197,8 @@ def _gpu_cases(quick, device):
                                 tolerance=tol, flops=fwd_flops))
                 out.append(Case(op="attention", case=f"fwd+bwd {tag} vs {name}", dtype=dtype, baseline_name=name,
                                 make_inputs=lambda f=make_inputs: f(grad=True), baseline=_fwd_bwd(base_fn),
-                                candidate=_fwd_bwd(ours), error=_max_error, tolerance=tol, flops=3.5 * fwd_flops))
+                                candidate=_fwd_bwd(ours), error=_max_error_with_grads, tolerance=tol,
+                                flops=3.5 * fwd_flops))
     # BERT-shaped: 50% padding on average
     for b, h, s, hd in ([(32, 12, 512, 64)] if quick else [(32, 12, 512, 64), (64, 16, 512, 64), (8, 16, 2048, 128)]):
         mask = _mask(b, s, device, seed=11, low=1)

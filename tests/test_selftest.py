@@ -1,0 +1,101 @@
+"""Kernel self-checks and the validation cache that gates ``backend="auto"`` on a GPU."""
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import sslfast
+from sslfast.ops import _validation
+from sslfast.ops._dispatch import triton_interpreted
+from sslfast.selftest import Variant, run_variant, variants
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_interpreter = pytest.mark.skipif(not (sslfast.available_backends()["triton"] and triton_interpreted()),
+                                       reason="needs Triton's interpreter (TRITON_INTERPRET=1)")
+
+
+@needs_interpreter
+@pytest.mark.parametrize("variant", [Variant("cross_entropy", "fp32"), Variant("linear_cross_entropy", "fp16"),
+                                     Variant("vq_lookup", "fp32", "d64"), Variant("vq_codebook_stats", "bf16"),
+                                     Variant("attention_with_kvcache", "fp32", "d64"),
+                                     Variant("attention", "fp32", "d64", "causal+dropout")],
+                         ids=lambda v: v.key)
+def test_checks_pass_on_the_interpreted_kernels(variant):
+    record = run_variant(variant, "cpu")
+    assert record["passed"], record
+    assert 0 <= record["max_error"] <= record["allowed"]
+
+
+def test_a_wrong_result_fails_its_check(monkeypatch):
+    import sslfast.selftest as st
+
+    def broken(v, device, big):
+        return 1.0, 1e-3  # error beyond what is allowed
+    monkeypatch.setitem(st.CHECKS, "cross_entropy", broken)
+    assert not run_variant(Variant("cross_entropy", "fp32"), "cpu")["passed"]
+
+    def crashes(v, device, big):
+        raise RuntimeError("out of resources")
+    monkeypatch.setitem(st.CHECKS, "cross_entropy", crashes)
+    record = run_variant(Variant("cross_entropy", "fp32"), "cpu")
+    assert not record["passed"] and "out of resources" in record["error"]
+
+
+def test_validation_cache_runs_each_check_once_and_warns_once_for_a_failed_variant(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLFAST_CACHE", str(tmp_path))
+    monkeypatch.setattr(_validation, "_results", {})
+    monkeypatch.setattr(_validation, "_warned", set())
+    calls = []
+
+    def check(variant, device):
+        calls.append(variant.key)
+        return {"passed": variant.dtype == "fp32", "max_error": 0.5, "allowed": 0.01, "error": None}
+    device = torch.device("cpu")
+    assert _validation.kernel_allowed("cross_entropy", torch.float32, "", "", device, check=check)
+    with pytest.warns(UserWarning, match="cross_entropy/bf16 failed its self-check.*PyTorch path"):
+        assert not _validation.kernel_allowed("cross_entropy", torch.bfloat16, "", "", device, check=check)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second time: no check, no warning
+        assert not _validation.kernel_allowed("cross_entropy", torch.bfloat16, "", "", device, check=check)
+    assert calls == ["cross_entropy/fp32", "cross_entropy/bf16"]
+    stored = json.loads(open(_validation.cache_file(device)).read())
+    assert stored["cross_entropy/fp32"]["passed"] and not stored["cross_entropy/bf16"]["passed"]
+    monkeypatch.setattr(_validation, "_results", {})  # a new process reads the file instead of checking again
+    assert _validation.kernel_allowed("cross_entropy", torch.float32, "", "", device, check=check)
+    assert calls == ["cross_entropy/fp32", "cross_entropy/bf16"]
+    monkeypatch.setenv("SSLFAST_VALIDATE_KERNELS", "0")
+    assert _validation.kernel_allowed("cross_entropy", torch.bfloat16, "", "", device, check=check)
+    assert "torch" in _validation.platform_key(device) and "triton" in _validation.platform_key(device)
+
+
+def test_every_op_with_a_kernel_has_variants():
+    ops = {v.op for v in variants()}
+    assert ops == {"attention", "attention_with_kvcache", "vq_lookup", "vq_codebook_stats", "cross_entropy",
+                   "linear_cross_entropy"}
+
+
+@needs_interpreter
+def test_selftest_command_writes_its_table_and_json(tmp_path):
+    out = tmp_path / "selftest.json"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "SSLFAST_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "sslfast", "selftest", "--device", "cpu", "--ops", "vq_codebook_stats",
+                           "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    assert "3/3 passed" in proc.stdout
+    records = json.loads(out.read_text())["records"]
+    assert [r["dtype"] for r in records] == ["bf16", "fp16", "fp32"] and all(r["passed"] for r in records)
+    proc = subprocess.run([sys.executable, "-m", "sslfast", "selftest", "--device", "cpu"], cwd=REPO,
+                          env={**env, "TRITON_INTERPRET": "0"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "TRITON_INTERPRET=1" in proc.stderr
+
+
+def test_codebook_statistics_refuse_indices_outside_the_codebook():
+    x = torch.randn(6, 4)
+    with pytest.raises(ValueError, match=r"indices must be in \[0, 3\)"):
+        sslfast.ops.vq_codebook_stats(x, torch.tensor([0, 1, 2, 3, 0, 1]), 3)
+    counts, _ = sslfast.ops.vq_codebook_stats(x, torch.tensor([0, 1, 2, 2, 0, 1]), 3)
+    assert counts.tolist() == [2.0, 2.0, 2.0]
