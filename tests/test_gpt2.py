@@ -272,6 +272,25 @@ def test_attention_with_kvcache_against_float64(backend, dtype, shape, seed):
                                else 1e-5)
 
 
+@pytest.mark.parametrize("b, sq, start", [(1, 1, 9), (3, 1, 20), (2, 4, 7), (2, 6, 0), (1, 5, 0)])
+def test_attention_with_kvcache_rows_of_equal_length_against_float64(b, sq, start, seed):
+    # every row at the same length takes the CPU's unmasked / built-in-causal SDPA path and a slice append
+    h, d, capacity = 4, 32, 33
+    lengths = torch.full((b,), start, dtype=torch.int32)
+    k_cache, v_cache = torch.randn(b, capacity, h, d), torch.randn(b, capacity, h, d)
+    q, k_new, v_new = (torch.randn(b, sq, h, d) for _ in range(3))
+    k_full, v_full = k_cache.clone(), v_cache.clone()
+    k_full[:, start:start + sq], v_full[:, start:start + sq] = k_new, v_new
+    for causal in (True, False):
+        kc, vc = k_cache.clone(), v_cache.clone()
+        out = attention_with_kvcache(q, kc, vc, lengths, k_new, v_new, causal=causal, backend="torch")
+        assert torch.equal(kc, k_full) and torch.equal(vc, v_full), "the new keys were not appended in place"
+        ref = kvcache_attention_reference(q.double(), k_full.double(), v_full.double(), lengths + sq, causal=causal)
+        same_dtype = kvcache_attention_reference(q, k_full, v_full, lengths + sq, causal=causal)
+        from tests.helpers import assert_within_torch_error
+        assert_within_torch_error(out, same_dtype, ref, what=f"equal lengths causal={causal}")
+
+
 def test_attention_with_kvcache_errors_and_empty_rows():
     q = torch.randn(2, 1, 2, 16)
     cache = torch.randn(2, 8, 2, 16)
@@ -294,7 +313,7 @@ def test_attention_with_kvcache_is_a_registered_op():
     args = (q, k_cache, v_cache, torch.tensor([1, 3], dtype=torch.int32), torch.randn(2, 2, 2, 16),
             torch.randn(2, 2, 2, 16), True, 0.25, "torch")
     torch.library.opcheck(torch.ops.sslfast.attention_with_kvcache.default, args,
-                          test_utils=("test_schema", "test_faketensor"))
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
 def test_fewshot_scores_are_the_candidates_log_likelihood_and_evaluate_counts(seed):
@@ -302,11 +321,12 @@ def test_fewshot_scores_are_the_candidates_log_likelihood_and_evaluate_counts(se
     from sslfast.models import fewshot
     corpus = default_corpus()
     tokenizer = train_tokenizer(corpus[:80], "bpe", vocab_size=400)
-    config = models.GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_positions=256, n_embd=32, n_layer=2, n_head=4,
-                               **NO_DROPOUT)
+    # a 400-piece vocabulary spends several tokens on a word: 1024 positions hold 3 sentences of <= 24 words
+    config = models.GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_positions=1024, n_embd=32, n_layer=2,
+                               n_head=4, **NO_DROPOUT)
     model = models.GPT2LMHeadModel(config).eval()
     task = fewshot.sentence_completion_task(corpus, n=60, num_choices=3, seed=seed)
-    task = [ex for ex in task if len(ex["query"].split()) <= 24][:6]  # 3 short sentences fit n_positions
+    task = [ex for ex in task if len(ex["query"].split()) <= 24][:6]
     assert len(task) == 6
     prompts = [fewshot.build_prompt(ex["query"], [(task[0]["query"], task[0]["choices"][0])]) for ex in task[1:3]]
     total, mean = fewshot.score_choices(model, tokenizer, prompts, [ex["choices"] for ex in task[1:3]])

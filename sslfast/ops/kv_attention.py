@@ -11,6 +11,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from sslfast.ops._checks import check_same_device, check_tensor
 from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
@@ -72,34 +73,57 @@ def _validate(q, k_cache, v_cache, cache_seqlens, k_new, v_new, scale):
         raise ValueError(f"{op}: scale must be positive, got {scale}")
 
 
-@torch.library.custom_op("sslfast::attention_with_kvcache", mutates_args=("k_cache", "v_cache"))
-def _kvcache_op(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: torch.Tensor,
-                k_new: Optional[torch.Tensor], v_new: Optional[torch.Tensor], causal: bool, scale: float,
-                backend: str) -> torch.Tensor:
+# Defined with the schema API rather than ``torch.library.custom_op``: decoding calls this once per layer and
+# token, and the Python wrapper custom_op puts around an op with mutated arguments cost ~60 us per call on the
+# CPU (measured; the op itself is ~45 us at batch 1), against ~4 us through the dispatcher directly.
+torch.library.define(
+    "sslfast::attention_with_kvcache",
+    "(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor cache_seqlens, Tensor? k_new, Tensor? v_new, "
+    "bool causal, float scale, str backend) -> Tensor")
+
+
+def _kvcache_impl(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: torch.Tensor,
+                  k_new: Optional[torch.Tensor], v_new: Optional[torch.Tensor], causal: bool, scale: float,
+                  backend: str) -> torch.Tensor:
     # q (B, Sq, H, D), caches (B, S_max, Hkv, D), cache_seqlens (B,) int32 before the append -> (B, Sq, H, D)
     b, sq = q.shape[:2]
+    on_host = q.device.type == "cpu"
+    starts = cache_seqlens.tolist() if on_host else None  # free on the CPU: lets equal lengths skip masks
     lengths = cache_seqlens
     if k_new is not None:
-        rows = torch.arange(b, device=q.device)[:, None]
-        positions = cache_seqlens.long()[:, None] + torch.arange(sq, device=q.device)  # (B, Sq)
-        k_cache[rows, positions] = k_new
-        v_cache[rows, positions] = v_new
+        if starts and min(starts) == max(starts):  # one length for all rows: a slice copy, no index tensors
+            k_cache[:, starts[0]:starts[0] + sq] = k_new
+            v_cache[:, starts[0]:starts[0] + sq] = v_new
+        else:
+            rows = torch.arange(b, device=q.device)[:, None]
+            positions = cache_seqlens.long()[:, None] + torch.arange(sq, device=q.device)  # (B, Sq)
+            k_cache[rows, positions] = k_new
+            v_cache[rows, positions] = v_new
         lengths = cache_seqlens + sq
     if backend == "triton":
         return _triton_impl(q, k_cache, v_cache, lengths.to(torch.int32).contiguous(), causal, scale)
-    return _torch_impl(q, k_cache, v_cache, lengths, causal, scale)
+    host_lengths = [n + (sq if k_new is not None else 0) for n in starts] if on_host else None
+    return _torch_impl(q, k_cache, v_cache, lengths, causal, scale, host_lengths)
 
 
-@_kvcache_op.register_fake
+torch.library.impl("sslfast::attention_with_kvcache", "CompositeExplicitAutograd", _kvcache_impl)
+
+
+@torch.library.register_fake("sslfast::attention_with_kvcache")
 def _(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale, backend):
     return torch.empty_like(q)
 
 
-def _torch_impl(q, k_cache, v_cache, lengths, causal, scale):
-    """SDPA over the used part of the caches with a per-sequence length (and causal) mask."""
+def _torch_impl(q, k_cache, v_cache, lengths, causal, scale, host_lengths=None):
+    """SDPA over the used part of the caches with a per-sequence length (and causal) mask.
+
+    ``host_lengths``: ``lengths`` as a Python list when known without a device sync; when every row has the
+    same length the mask is dropped (one query per row, or no causal mask) or is SDPA's own causal mask (the
+    queries are the whole cache), which is what decoding a batch of equal-length prompts needs.
+    """
     from sslfast.ops.attention import _sdpa_exact
     b, sq, h, d = q.shape
-    used = int(lengths.max()) if b else 0
+    used = (max(host_lengths) if host_lengths else 0) if host_lengths is not None else (int(lengths.max()) if b else 0)
     if used == 0:  # no sequence has a key yet
         return torch.zeros_like(q)
     group = h // k_cache.shape[2]
@@ -107,6 +131,10 @@ def _torch_impl(q, k_cache, v_cache, lengths, causal, scale):
     v = v_cache[:, :used].transpose(1, 2)
     if group > 1:
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    if host_lengths is not None and min(host_lengths) == used and (sq == 1 or not causal or sq == used):
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, scale=scale,
+                                             is_causal=causal and sq > 1)  # (B, H, Sq, D)
+        return out.transpose(1, 2).contiguous()
     j = torch.arange(used, device=q.device)
     keep = j[None, :] < lengths[:, None].long()  # (B, L)
     keep = keep[:, None, :].expand(b, sq, used)
@@ -182,7 +210,8 @@ def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_new, v_new, k_cache, v_cache)):
         return _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal), scale)
-    return _kvcache_op(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal), scale, name)
+    return torch.ops.sslfast.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal),
+                                                    scale, name)
 
 
 def _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale):
