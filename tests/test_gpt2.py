@@ -312,6 +312,8 @@ def test_attention_with_kvcache_is_a_registered_op():
     k_cache, v_cache = torch.randn(2, 8, 2, 16), torch.randn(2, 8, 2, 16)
     args = (q, k_cache, v_cache, torch.tensor([1, 3], dtype=torch.int32), torch.randn(2, 2, 2, 16),
             torch.randn(2, 2, 2, 16), True, 0.25, "torch")
+    with pytest.raises(RuntimeError, match="no derivative"):  # never an output silently without gradients
+        torch.ops.sslfast.attention_with_kvcache(args[0].clone().requires_grad_(), *args[1:])
     torch.library.opcheck(torch.ops.sslfast.attention_with_kvcache.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 

@@ -67,3 +67,29 @@ def test_project_calls_modules_it_cannot_see_into():
         linear.register_forward_hook(lambda module, args, out: seen.append(out.shape))
         il.project(linear, x)
     assert seen == [torch.Size([3, 5])]  # the hook ran: the module was called
+
+
+@needs_onednn
+def test_biases_the_inner_product_cannot_read_and_empty_inputs_take_f_linear():
+    x, w = torch.randn(5, 8), torch.randn(13, 8)
+    with torch.no_grad():
+        for bias in (torch.randn(26)[::2], torch.randn(1).expand(13), torch.randn(1)):  # strided, stride 0, broadcast
+            assert not il._takes_onednn(x, w, bias)
+            torch.testing.assert_close(il.inference_linear(x, w, bias), F.linear(x, w, bias), rtol=0, atol=0)
+        bias = torch.randn(13)
+        torch.testing.assert_close(il.inference_linear(torch.randn(5, 0), torch.randn(13, 0), bias),
+                                   bias.expand(5, 13))  # an empty inner dimension: only the bias
+        with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # F.linear's error, not oneDNN's
+            il.inference_linear(torch.randn(5, 7), w)
+
+
+def test_forward_mode_and_functorch_tangents_are_f_linear_s():
+    x, w, b, tangent = torch.randn(3, 6), torch.randn(4, 6), torch.randn(4), torch.randn(3, 6)
+    with torch.no_grad():  # tangents need no requires_grad: the inner product would drop them
+        _, jvp_out = torch.func.jvp(lambda v: il.inference_linear(v, w, b), (x,), (tangent,))
+    torch.testing.assert_close(jvp_out, F.linear(tangent, w))
+    import torch.autograd.forward_ad as fwad
+    with fwad.dual_level(), torch.no_grad():
+        out = il.inference_linear(fwad.make_dual(x, tangent), w, b)
+        assert fwad.unpack_dual(out).tangent is not None
+        torch.testing.assert_close(fwad.unpack_dual(out).tangent, F.linear(tangent, w))

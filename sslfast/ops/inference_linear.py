@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
 __all__ = ["inference_linear", "project", "onednn_linear_available"]
@@ -22,17 +23,28 @@ def onednn_linear_available() -> bool:
 _AVAILABLE = onednn_linear_available()
 
 
+def _differentiation_active() -> bool:
+    """Forward-mode AD or a functorch transform (jvp, vmap, grad) is running: tensors can carry tangents
+    without ``requires_grad``."""
+    return torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0
+
+
 def _takes_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
     if not _AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return False  # the op has no derivative
-    if bias is not None and (bias.dtype != torch.float32 or bias.dim() != 1):
+    if _differentiation_active():
         return False
+    if weight.dim() != 2 or weight.shape[1] == 0 or x.dim() == 0 or x.shape[-1] != weight.shape[1]:
+        return False  # F.linear's own errors; oneDNN has no primitive for an empty inner dimension
+    if bias is not None and (bias.dtype != torch.float32 or bias.shape != weight.shape[:1]
+                             or not bias.is_contiguous()):
+        return False  # the op reads the bias as a dense vector (no broadcasting, no strides)
     if torch.is_autocast_enabled("cpu"):
         return False  # F.linear follows autocast's dtype; this op would not
-    return weight.dim() == 2 and x.dim() >= 1 and not torch.compiler.is_compiling()
+    return not torch.compiler.is_compiling()
 
 
 def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -109,6 +109,20 @@ def _kvcache_impl(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
 torch.library.impl("sslfast::attention_with_kvcache", "CompositeExplicitAutograd", _kvcache_impl)
 
 
+def _kvcache_autograd(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale, backend):
+    """The op has no derivative: refuse inputs that need one (the public function routes those through a
+    differentiable path) rather than return outputs without gradients."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_cache, v_cache, k_new, v_new)):
+        raise RuntimeError("sslfast::attention_with_kvcache has no derivative; call sslfast.ops.attention_with_kvcache, "
+                           "which differentiates through a PyTorch path")
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.sslfast.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale,
+                                                        backend)
+
+
+torch.library.impl("sslfast::attention_with_kvcache", "Autograd", _kvcache_autograd)
+
+
 @torch.library.register_fake("sslfast::attention_with_kvcache")
 def _(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale, backend):
     return torch.empty_like(q)
