@@ -3,6 +3,7 @@ launch-table entry (``kernels/flash_attention.py: FORWARD_CONFIGS``, ``flash_att
 BACKWARD_CONFIGS``). The tables were picked by register counts alone; run this on the first lent GPU:
 
     TRITON_INTERPRET=0 python benchmarks/tune_flash_attention.py --head-dims 64 128 --json out/tune.json
+    (add --resume to continue a run cut short: the timings already in the JSON are kept)
 
 Only the entries a call actually runs are timed (up to head dim 64 the backward uses the atomic kernel, so its
 dK/dV and dQ entries are not); ``--head-dims`` / ``--directions`` / ``--causal`` select what to time.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import torch
 
@@ -47,6 +49,7 @@ def entries_that_run(head_dim: int, directions) -> list[str]:
 def main(argv=None) -> None:
     from sslfast.kernels import flash_attention as fwd_module
     from sslfast.kernels import flash_attention_backward as bwd_module
+    from sslfast.kernels.constants import head_dim_block
     from sslfast.ops import attention
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,31 +58,35 @@ def main(argv=None) -> None:
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--directions", nargs="+", choices=["fwd", "bwd"], default=["fwd", "bwd"])
     parser.add_argument("--causal", choices=["both", "yes", "no"], default="both")
+    parser.add_argument("--resume", action="store_true", help="keep the timings already in --json, time the rest")
     args = parser.parse_args(argv)
     env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     records = []
+    if args.resume and args.json and os.path.isfile(args.json):
+        with open(args.json) as f:
+            records = json.load(f)["records"]
+    done = {(r["kind"], r["head_dim"], r["causal"], tuple(r["config"])) for r in records}
 
     def save():
         if args.json:
             with open(args.json + ".tmp", "w") as f:
                 json.dump({"environment": env, "records": records}, f, indent=1)
-            import os
             os.replace(args.json + ".tmp", args.json)
 
     causal_options = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     for head_dim in args.head_dims:
-        block_d = max(16, 1 << (head_dim - 1).bit_length())
+        block_d = head_dim_block(head_dim)
         for causal in causal_options:
             q, k, v, _ = _case(head_dim, causal, args.seqlen)
             grad = torch.randn_like(q)
 
             def forward():
                 with torch.no_grad():
-                    attention(q, k, v, causal=causal)
+                    attention(q, k, v, causal=causal, backend="triton")  # never a gated-off SDPA fallback
 
             def forward_backward():
                 q.grad = k.grad = v.grad = None
-                attention(q, k, v, causal=causal).backward(grad)
+                attention(q, k, v, causal=causal, backend="triton").backward(grad)
 
             for kind in entries_that_run(head_dim, args.directions):
                 table, key, fn = ((fwd_module.FORWARD_CONFIGS, ("16", block_d, False), forward) if kind == "fwd" else
@@ -88,6 +95,8 @@ def main(argv=None) -> None:
                     continue
                 original = table[key]
                 for cand in CANDIDATES:
+                    if (kind, head_dim, causal, cand) in done:
+                        continue
                     table[key] = cand if kind == "fwd" else (cand, table[key][1])
                     try:
                         ms = _time_ms(fn)

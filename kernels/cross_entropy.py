@@ -34,7 +34,9 @@ def cross_entropy_kernel(
         logit_sum += tl.sum(tl.where(ok, z, 0.0), axis=0)
     lse = running_max + tl.log(running_sum)
     target = tl.load(row_ptr + label).to(tl.float32)
-    loss = (1.0 - label_smoothing) * (lse - target) + label_smoothing * (lse - logit_sum / V)
+    # the smoothing term only when smoothing is on: with a -inf logit, logit_sum is -inf and 0 * inf is NaN
+    smoothing_term = tl.where(label_smoothing > 0.0, label_smoothing * (lse - logit_sum / V), 0.0)
+    loss = (1.0 - label_smoothing) * (lse - target) + smoothing_term
     loss += z_loss * lse * lse
     tl.store(loss_ptr + pid, loss)
     tl.store(lse_ptr + pid, lse)

@@ -3,8 +3,9 @@
 # preinstalled; no package registry): nothing is installed, the source tree is used through PYTHONPATH (no C++
 # extension needed), and the Triton kernels run compiled (TRITON_INTERPRET=0).
 #
-#   bash scripts/gpu_check.sh                 # all stages, about 9 minutes
-#   bash scripts/gpu_check.sh --stage bench   # continue from a stage (env selftest tests bench tune sanitizer)
+#   bash scripts/gpu_check.sh                 # all stages, at most 9 minutes (the stage limits add up to 540 s)
+#   bash scripts/gpu_check.sh --stage bench   # continue from a stage (env selftest tests bench tune sanitizer);
+#                                             # bench and tune keep the rows already in their JSON
 #   bash scripts/gpu_check.sh --only tune     # one stage
 #
 # Each stage has its own time limit and writes its results into $SSLFAST_GPU_OUT (default: $OUT, else
@@ -44,20 +45,26 @@ for stage in "${STAGES[@]}"; do
   [ -n "$ONLY" ] && [ "$stage" != "$ONLY" ] && continue
   case $stage in
     env)
-      run_stage env 60 python3 -m sslfast.bench.environment --device cuda --json "$DEST/env.json" ;;
+      nvidia-smi -L 2>&1 | tee -a "$DEST/summary.log"
+      run_stage env 30 python3 -m sslfast.bench.environment --device cuda --json "$DEST/env.json" ;;
     selftest)  # every kernel variant at small and realistic shapes vs the PyTorch reference; fills the cache
-      run_stage selftest 150 python3 -m sslfast selftest --device cuda --json "$DEST/selftest.json" ;;
-    tests)
-      run_stage tests 200 bash -c "python3 -m pytest tests -m gpu -q -rfE -n 8 --timeout 180 -p no:cacheprovider \
-        2>&1 | tee '$DEST/tests.log'" ;;
-    bench)  # rows are written to the JSON one by one
-      run_stage bench 200 python3 -m sslfast bench --device cuda --json "$DEST/bench.json" --plot "$DEST/bench.png" ;;
-    tune)  # the attention tile candidates of the head dims that matter
-      run_stage tune 100 python3 benchmarks/tune_flash_attention.py --head-dims 64 128 --json "$DEST/tune.json" ;;
-    sanitizer)  # out-of-bounds accesses the interpreter cannot see: padded-with-holes and varlen attention
+      run_stage selftest 120 python3 -m sslfast selftest --device cuda --json "$DEST/selftest.json" ;;
+    tests)  # pipefail: the stage's exit code is pytest's, not tee's
+      run_stage tests 150 bash -o pipefail -c "python3 -m pytest tests -m gpu -q -rfE -n 8 --timeout 140 \
+        -p no:cacheprovider 2>&1 | tee '$DEST/tests.log'" ;;
+    bench)  # rows are written to the JSON one by one; a second invocation keeps them and runs the rest
+      run_stage bench 150 python3 -m sslfast bench --device cuda --json "$DEST/bench.json" --plot "$DEST/bench.png" \
+        --resume ;;
+    tune)  # the attention tile candidates of the head dims that matter, kept across invocations
+      run_stage tune 60 python3 benchmarks/tune_flash_attention.py --head-dims 64 128 --json "$DEST/tune.json" \
+        --resume ;;
+    sanitizer)  # out-of-bounds accesses the interpreter cannot see: padded-with-holes, then varlen attention;
+      # the log is written as it comes (a time-out keeps it)
       if command -v compute-sanitizer >/dev/null; then
-        run_stage sanitizer 90 bash -c "compute-sanitizer --tool memcheck --error-exitcode 3 \
-          python3 -m sslfast selftest --device cuda --quick --ops attention 2>&1 | tail -40 > '$DEST/sanitizer.log'"
+        run_stage sanitizer 30 bash -c "compute-sanitizer --tool memcheck --error-exitcode 3 \
+          python3 -m sslfast selftest --device cuda --quick --ops attention > '$DEST/sanitizer.log' 2>&1 && \
+          compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest tests/test_attention_gpu.py -m gpu \
+          -q -x -p no:cacheprovider -k varlen >> '$DEST/sanitizer.log' 2>&1"
       else
         log "stage sanitizer: compute-sanitizer not found"
       fi ;;

@@ -17,6 +17,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", metavar="PATH", help="write records + environment as JSON")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the records already in --json and run only the cases it lacks (a run cut short)")
     p.add_argument("--plot", metavar="PATH.png", help="write a plot of speedups and memory ratios")
     p.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
     p.set_defaults(func=_run_bench)
@@ -44,16 +46,23 @@ def _run_bench(args) -> int:
                       else sys.argv)
     env["quick"] = args.quick
 
+    cases = collect_cases(ops, quick=args.quick, device=device)
+    done = _records_to_keep(args) if args.resume else []
+    kept = {(r.get("op"), r.get("case")) for r in done}
+    todo = [c for c in cases if (c.op, c.case) not in kept]
+    if done:
+        print(f"sslfast bench: resuming {args.json}: {len(cases) - len(todo)} of {len(cases)} cases already there")
+
     def save_so_far(records):  # the JSON grows row by row: a run cut short keeps what it measured
         if args.json:
-            write_json(args.json, records, {**env, "complete": len(records) == len(cases)})
+            write_json(args.json, done + records, {**env, "complete": len(records) == len(todo)})
 
-    cases = collect_cases(ops, quick=args.quick, device=device)
     repeats = args.repeats or (5 if args.quick else 10)
-    records = run_cases(cases, device=device, quick=args.quick, repeats=repeats, warmup=args.warmup,
-                        memory=not args.no_memory, max_seconds=10.0 if args.quick else 60.0, on_record=save_so_far)
+    records = done + run_cases(todo, device=device, quick=args.quick, repeats=repeats, warmup=args.warmup,
+                               memory=not args.no_memory, max_seconds=10.0 if args.quick else 60.0,
+                               on_record=save_so_far)
     print_table(records)
-    save_so_far(records)
+    save_so_far(records[len(done):])
     if args.markdown:
         os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
         with open(args.markdown, "w") as f:
@@ -61,6 +70,19 @@ def _run_bench(args) -> int:
     if args.plot:
         plot(args.plot, records, env)
     return 0 if all(r.get("correct") for r in records) else 1
+
+
+def _records_to_keep(args) -> list:
+    """The records of an earlier run into ``--json`` (none when there is no file or it is not a bench JSON)."""
+    import json
+    if not args.json or not os.path.isfile(args.json):
+        return []
+    try:
+        with open(args.json) as f:
+            records = json.load(f)["records"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"sslfast bench --resume: {args.json} is not a bench JSON ({exc})")
+    return [r for r in records if isinstance(r, dict) and "op" in r and "case" in r]
 
 
 def _add_plot(sub) -> None:

@@ -197,8 +197,12 @@ def variants(ops: Optional[list] = None) -> list[Variant]:
 def run_variant(v: Variant, device, big: bool = False) -> dict:
     """Run one check; a crash is a failure with its message."""
     start = time.perf_counter()
+    device_type = torch.device(device).type
     try:
-        error, allowed = CHECKS[v.op](v, torch.device(device), big)
+        # the check may first run inside the caller's no_grad / inference_mode / autocast (an eval loop): it
+        # needs its own gradients and dtypes, or a sound kernel would be recorded as failed
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type, enabled=False):
+            error, allowed = CHECKS[v.op](v, torch.device(device), big)
         passed, message = math.isfinite(error) and error <= allowed, None
     except Exception as exc:  # a kernel that does not compile or launch fails its check
         error, allowed, passed, message = float("nan"), float("nan"), False, f"{type(exc).__name__}: {exc}"[:300]

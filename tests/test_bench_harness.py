@@ -65,8 +65,12 @@ def test_json_markdown_plot_and_results_page(tmp_path):
     assert "| fake | x=64 |" in to_markdown(records, env)
     plot(str(tmp_path / "p.png"), records, env)
     assert (tmp_path / "p.png").stat().st_size > 1000
+    tune = {"environment": {"device": "NVIDIA H100"}, "records": [{"kind": "fwd", "config": [128, 64, 8, 3]}]}
+    (tmp_path / "results" / "gpu-tune.json").write_text(json.dumps(tune))  # a tuner file is not a bench run
+    (tmp_path / "results" / "gpu-selftest.json").write_text(json.dumps({"platform": "x", "records": []}))
     page = build(str(tmp_path / "results"))
     assert "cpu-test.json" in page and "No GPU run" in page
+    assert "gpu-tune.json" not in page and "gpu-selftest.json" not in page
 
 
 def test_cpu_peak_memory_sees_the_materialized_distance_matrix():
@@ -87,6 +91,18 @@ def test_cli_quick_run_writes_its_files(tmp_path):
     data = json.loads(out.read_text())
     assert [r["op"] for r in data["records"]] == ["vq"] and data["records"][0]["correct"]
     assert "bench --ops vq" in data["environment"]["command"]
+    # --resume keeps the rows already measured and runs only the missing ones (here: none)
+    data["records"][0]["baseline_ms"] = 123456.0
+    out.write_text(json.dumps(data))
+    proc = subprocess.run([sys.executable, "-m", "sslfast", "bench", "--ops", "vq", "--quick", "--no-memory",
+                           "--json", str(out), "--resume"], cwd=REPO, capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0 and "1 of 1 cases already there" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert json.loads(out.read_text())["records"][0]["baseline_ms"] == 123456.0
+    out.write_text("not json")
+    proc = subprocess.run([sys.executable, "-m", "sslfast", "bench", "--ops", "vq", "--quick", "--json", str(out),
+                           "--resume"], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode != 0 and "is not a bench JSON" in proc.stderr
 
 
 def test_cli_rejects_unknown_op():

@@ -201,6 +201,25 @@ def test_cross_entropy_triton_kernel_under_interpreter(backend, dtype, seed):
         assert_within_torch_error(got.float(), torch_path.float(), want, floor=floor, what=name)
 
 
+@pytest.mark.parametrize("backend", TRITON + ["torch"])
+def test_minus_infinity_logits_give_finite_losses_and_gradients(backend, seed):
+    # masked vocabularies: a row whose first kernel block is all -inf, a row with one -inf logit
+    n, v = 4, 3000
+    logits = torch.randn(n, v)
+    logits[0, :2048] = float("-inf")
+    logits[1, 1700] = float("-inf")
+    logits[2, :1024] = float("-inf")
+    labels = torch.tensor([2500, 5, 1500, 7])
+    z = logits.clone().requires_grad_(True)
+    loss = cross_entropy(z, labels, reduction="none", backend=backend)
+    loss.sum().backward()
+    ref = F.cross_entropy(logits.double(), labels, reduction="none")
+    assert torch.isfinite(loss).all() and torch.isfinite(z.grad).all()
+    torch.testing.assert_close(loss.double(), ref, rtol=0, atol=1e-5)
+    ref_grad = torch.softmax(logits.double(), 1) - F.one_hot(labels, v).double()
+    torch.testing.assert_close(z.grad.double(), ref_grad, rtol=0, atol=1e-6)
+
+
 def test_loss_module_matches_linear_and_ties_weights(seed):
     from sslfast.nn import LinearCrossEntropyLoss
     module = LinearCrossEntropyLoss(12, 37, bias=True, label_smoothing=0.05)

@@ -30,6 +30,16 @@ def test_checks_pass_on_the_interpreted_kernels(variant):
     assert 0 <= record["max_error"] <= record["allowed"]
 
 
+@needs_interpreter
+def test_a_check_first_reached_inside_no_grad_inference_mode_or_autocast_still_passes():
+    # an eval loop is where a variant is often first used: its check needs its own gradients and dtypes
+    for context in (torch.no_grad, torch.inference_mode, lambda: torch.autocast("cpu", dtype=torch.bfloat16)):
+        with context():
+            for variant in (Variant("cross_entropy", "fp32"), Variant("attention", "fp32", "d32")):
+                record = run_variant(variant, "cpu")
+                assert record["passed"], (context, record)
+
+
 def test_a_wrong_result_fails_its_check(monkeypatch):
     import sslfast.selftest as st
 

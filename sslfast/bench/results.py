@@ -17,6 +17,12 @@ ratio = sslfast's extra peak memory / the baseline's (see `sslfast/bench/memory.
 """
 
 
+def _is_bench_run(data) -> bool:
+    return (isinstance(data, dict) and isinstance(data.get("environment"), dict)
+            and isinstance(data.get("records"), list) and data["records"] != []
+            and all(isinstance(r, dict) and "op" in r and "case" in r for r in data["records"]))
+
+
 def build(results_dir: str) -> str:
     parts = [HEADER]
     files = sorted(glob.glob(os.path.join(results_dir, "*.json")))
@@ -24,7 +30,7 @@ def build(results_dir: str) -> str:
     for path in files:
         with open(path) as f:
             data = json.load(f)
-        if isinstance(data, dict) and "records" in data and "environment" in data:
+        if _is_bench_run(data):  # not the selftest, tuner or environment files beside them
             runs.append((os.path.basename(path), data))
     if not any(d["environment"].get("device") == "cuda" for _, d in runs):
         parts.append("**No GPU run has been recorded yet: every figure below is from a CPU.**\n\n")
