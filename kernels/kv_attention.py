@@ -12,7 +12,7 @@ that saw no key gives 0. Splitting the keys keeps every SM busy when a single se
 import triton
 import triton.language as tl
 
-from .constants import LOG2E, head_dim_block
+from .constants import LOG2E, cdiv, head_dim_block
 
 
 
@@ -146,8 +146,8 @@ def split_config(block_d: int, dtype: str, interpreted: bool) -> dict:
 
 def num_splits(capacity: int, programs: int, block_n: int, multiprocessors: int) -> int:
     """Splits of the cache so that about two programs run per multiprocessor, each with at least one key tile."""
-    by_work = max(1, -(-capacity // block_n))
-    by_occupancy = max(1, -(-2 * multiprocessors // max(programs, 1)))
+    by_work = max(1, cdiv(capacity, block_n))
+    by_occupancy = max(1, cdiv(2 * multiprocessors, max(programs, 1)))
     return int(min(by_work, by_occupancy, MAX_SPLITS))
 
 

@@ -122,6 +122,12 @@ def lookup_block_d(d: int) -> tuple[int, bool]:
     return 64, False
 
 
+def stats_launch_config(d: int, interpreted: bool) -> dict:
+    """Tiles of the codebook-statistics kernel for feature dim ``d`` (rows of x per program, feature block);
+    also what the AOT check compiles (at d = 64)."""
+    return dict(BLOCK_N=16 if interpreted else 32, BLOCK_D=min(64, head_dim_block(d)))
+
+
 def aot_configs():
     """Kernel configurations the launchers use, for the ahead-of-time sm_90/sm_80 compile check."""
     configs = []
@@ -142,6 +148,6 @@ def aot_configs():
             kernel=vq_codebook_stats_kernel, name=f"vq_codebook_stats_{dtype}",
             signature={"x_ptr": f"*{dtype}", "idx_ptr": "*i64", "count_ptr": "*fp32", "sum_ptr": "*fp32",
                        "N": "i32", "D": "i32", "stride_xn": "i32"},
-            constexprs={"BLOCK_N": 32, "BLOCK_D": 64},
+            constexprs=stats_launch_config(64, interpreted=False),
             options={"num_warps": 4, "num_stages": 1}))
     return configs

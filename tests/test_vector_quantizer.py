@@ -117,6 +117,12 @@ def test_wrong_dim_is_a_clear_error():
         VectorQuantizer(3, 4)(torch.randn(2, 5))
     with pytest.raises(ValueError, match="decay"):
         VectorQuantizer(3, 4, decay=1.5)
+    bad = torch.randn(2, 4)
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        VectorQuantizer(3, 4).eval()(bad)
+    unchecked = VectorQuantizer(3, 4, check_finite_inputs=False).eval()  # no check, no host sync: no error
+    assert unchecked(bad)[1].shape == (2,)
 
 
 def _ddp_worker(rank, world, port, x_all, init_codebook, results):

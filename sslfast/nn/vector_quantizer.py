@@ -41,12 +41,14 @@ class VectorQuantizer(nn.Module):
     counts and sums (van den Oord et al., 2017), all-reduced across processes under torch.distributed.
     Codes whose smoothed count falls below ``dead_code_threshold`` are restarted from random inputs of
     the current batch. ``kmeans_init=True`` initializes the codebook by k-means on the first training
-    batch.
+    batch. ``check_finite_inputs=False`` skips the NaN/Inf check of each lookup (one host sync per step on a
+    GPU).
     """
 
     def __init__(self, num_codes: int, dim: int, *, commitment_weight: float = 0.25,
                  decay: float | None = 0.99, eps: float = 1e-5, dead_code_threshold: float = 0.0,
-                 kmeans_init: bool = False, kmeans_iters: int = 10, backend: str = "auto"):
+                 kmeans_init: bool = False, kmeans_iters: int = 10, backend: str = "auto",
+                 check_finite_inputs: bool = True):
         super().__init__()
         if num_codes < 1 or dim < 1:
             raise ValueError(f"VectorQuantizer: num_codes and dim must be >= 1, got {num_codes}, {dim}")
@@ -55,6 +57,7 @@ class VectorQuantizer(nn.Module):
         self.num_codes, self.dim = num_codes, dim
         self.commitment_weight, self.decay, self.eps = commitment_weight, decay, eps
         self.dead_code_threshold, self.kmeans_iters, self.backend = dead_code_threshold, kmeans_iters, backend
+        self.check_finite_inputs = check_finite_inputs  # False: no NaN/Inf check, no host sync per step
         # the per-code statistics' CPU path is PyTorch's own index_add_ (no C++ kernel beats it)
         self.stats_backend = "auto" if backend == "cpp" else backend
         init = torch.randn(num_codes, dim) if not kmeans_init else torch.zeros(num_codes, dim)
@@ -82,7 +85,8 @@ class VectorQuantizer(nn.Module):
         if self.training and not self._initialized_host:
             self._kmeans_init(flat.detach())
         codebook = self.codebook.to(x.dtype)
-        indices, _ = vq_lookup(flat.detach(), codebook.detach(), backend=self.backend)  # (N,)
+        indices, _ = vq_lookup(flat.detach(), codebook.detach(), backend=self.backend,
+                               check_finite_inputs=self.check_finite_inputs)  # (N,)
         quantized = F.embedding(indices, self.codebook).to(x.dtype)  # (N, D)
 
         loss = self.commitment_weight * F.mse_loss(flat.float(), quantized.detach().float())

@@ -69,6 +69,25 @@ def _grad_hidden_into(out, dlogits, w32):
         out[full:] = (padded @ w32)[: rows - full]
 
 
+def _accumulate_grad_weight(grad_w, dlogits, h):
+    """grad_w (V, D) fp32 += dlogits.T (V, c) @ h (c, D), in place: no V x D temporary. 16-bit chunks on CUDA
+    use the matmul's fp32 output dtype (``out_dtype``, cuBLAS accumulating into fp32); where this PyTorch lacks
+    it, the product is added from a temporary."""
+    if dlogits.dtype == grad_w.dtype and h.dtype == grad_w.dtype:
+        grad_w.addmm_(dlogits.t(), h)
+        return
+    if grad_w.is_cuda and _OUT_DTYPE_ADDMM[0]:
+        try:
+            torch.addmm(grad_w, dlogits.t(), h, out_dtype=torch.float32, out=grad_w)
+            return
+        except (RuntimeError, TypeError, NotImplementedError):
+            _OUT_DTYPE_ADDMM[0] = False  # not in this build: stop trying
+    grad_w.add_(dlogits.t() @ h)
+
+
+_OUT_DTYPE_ADDMM = [True]
+
+
 def _triton_rows(logits, rows, labels, label_smoothing, z_loss, want_grad, grad=None):
     """Fused Triton pass over ``logits[rows]``: per-row loss and lse (fp32); the gradient goes to ``grad``
     (default: in place over ``logits``)."""
@@ -124,10 +143,7 @@ def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, 
             else:
                 _grad_hidden_into(grad_h[s:s + step], dlogits, w_mm)
         if grad_w is not None:  # fp32 accumulation across chunks whatever the input dtype
-            if fused:
-                grad_w.add_(dlogits.t() @ h)
-            else:
-                grad_w.addmm_(dlogits.t(), h)
+            _accumulate_grad_weight(grad_w, dlogits, h)
         if grad_b is not None:
             grad_b.add_(dlogits.sum(0, dtype=torch.float32))
     return losses, lses, grad_h, grad_w, grad_b
@@ -312,7 +328,12 @@ def _ce_op(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, label_
     indices, n_keep = _keep_rows("cross_entropy", labels, v, ignore_index)
     kept_y = labels.index_select(0, indices)
     m = indices.numel()
-    grad = torch.zeros_like(logits) if want_grad else _empty(logits)  # the only N×V buffer
+    grad = _empty(logits)
+    if want_grad:  # the only N×V buffer: kept rows are written below, only the ignored ones are zeroed
+        grad = empty_output(logits.shape, dtype=logits.dtype, device=logits.device)
+        if n_keep < n:
+            ignored = torch.nonzero_static(labels == ignore_index, size=n - n_keep).squeeze(1)
+            grad.index_fill_(0, ignored, 0)
     if backend == "triton":
         losses, _, _ = _triton_rows(logits, indices, kept_y, label_smoothing, z_loss, want_grad,
                                     grad if want_grad else logits)

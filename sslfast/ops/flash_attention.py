@@ -98,6 +98,7 @@ def _grid(seqs, q, tiles):
 
 
 def _forward_impl(q, k, v, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, packed, causal, scale, dropout_p):
+    from sslfast.kernels.constants import cdiv
     from sslfast.kernels.flash_attention import flash_attention_fwd_kernel, forward_config
     q = _kernel_ready(q, max_seqlen_q, packed)
     k, v = (_kernel_ready(t, max_seqlen_k, packed) for t in (k, v))
@@ -108,7 +109,7 @@ def _forward_impl(q, k, v, seqs, key_mask, seed, max_seqlen_q, max_seqlen_k, pac
     lse = empty_output(_lse_shape(q, packed), dtype=torch.float32, device=q.device)
     consts, dtype, scale, (threshold, drop_scale) = _launch_params(q, dropout_p, scale)
     launch = forward_config(consts["BLOCK_D"], dtype, dropout_p > 0, triton_interpreted())
-    grid = _grid(seqs, q, -(-max_seqlen_q // launch["BLOCK_M"]))
+    grid = _grid(seqs, q, cdiv(max_seqlen_q, launch["BLOCK_M"]))
     flash_attention_fwd_kernel[grid](
         q, k, v, out, lse, seqs, seqs if key_mask is None else key_mask, seqs if seed is None else seed,
         *_bth(q, packed), *_bth(k, packed), *_bth(v, packed), *_bth(out, packed), *_bth(lse, packed),
@@ -121,6 +122,7 @@ def _backward_impl(dout, dlse, q, k, v, out, lse, seqs, key_mask, seed, max_seql
                    scale, dropout_p, deterministic):
     """dS = P∘(dP − delta) with delta_i = Σ_d dO·O; a gradient reaching lse adds P∘dlse, i.e. delta − dlse."""
     from sslfast.kernels import flash_attention_backward as kb
+    from sslfast.kernels.constants import cdiv
     dout, q, out = (_kernel_ready(t, max_seqlen_q, packed) for t in (dout, q, out))
     k, v = (_kernel_ready(t, max_seqlen_k, packed) for t in (k, v))
     consts, dtype, scale, (threshold, drop_scale) = _launch_params(q, dropout_p, scale)
@@ -133,7 +135,7 @@ def _backward_impl(dout, dlse, q, k, v, out, lse, seqs, key_mask, seed, max_seql
 
     delta = torch.empty_like(lse)
     pre = kb.backward_config("preprocess", consts["BLOCK_D"], dtype, False, interpreted)
-    kb.flash_attention_bwd_preprocess_kernel[_grid(seqs, q, -(-max_seqlen_q // pre["BLOCK_M"]))](
+    kb.flash_attention_bwd_preprocess_kernel[_grid(seqs, q, cdiv(max_seqlen_q, pre["BLOCK_M"]))](
         out, dout, delta, seqs, *_bth(out, packed), *_bth(dout, packed), *_bth(lse, packed), heads,
         HEAD_DIM=consts["HEAD_DIM"], BLOCK_D=consts["BLOCK_D"], **pre)
     if dlse is not None:
@@ -148,7 +150,7 @@ def _backward_impl(dout, dlse, q, k, v, out, lse, seqs, key_mask, seed, max_seql
         dq_acc = empty_output(q.shape, dtype=q.dtype, device=q.device)
     cfg = kb.backward_config("dkdv_atomic" if atomic else "dkdv", consts["BLOCK_D"], dtype, dropout_p > 0,
                              interpreted)
-    kb.flash_attention_bwd_dkdv_kernel[_grid(seqs, q, -(-max_seqlen_k // cfg["BLOCK_N"]))](
+    kb.flash_attention_bwd_dkdv_kernel[_grid(seqs, q, cdiv(max_seqlen_k, cfg["BLOCK_N"]))](
         q, k, v, dout, lse, delta, dq_acc, dk, dv, seqs, mask_arg, seed_arg,
         *_bth(q, packed), *_bth(k, packed), *_bth(v, packed), *_bth(dout, packed), *_bth(lse, packed),
         *_bth(dq_acc, packed), *_bth(dk, packed), *_bth(dv, packed), mask_stride, heads, scale, threshold,
@@ -156,7 +158,7 @@ def _backward_impl(dout, dlse, q, k, v, out, lse, seqs, key_mask, seed, max_seql
     if atomic:
         return dq_acc.to(q.dtype), dk, dv
     cfg = kb.backward_config("dq", consts["BLOCK_D"], dtype, dropout_p > 0, interpreted)
-    kb.flash_attention_bwd_dq_kernel[_grid(seqs, q, -(-max_seqlen_q // cfg["BLOCK_M"]))](
+    kb.flash_attention_bwd_dq_kernel[_grid(seqs, q, cdiv(max_seqlen_q, cfg["BLOCK_M"]))](
         q, k, v, dout, lse, delta, dq_acc, seqs, mask_arg, seed_arg,
         *_bth(q, packed), *_bth(k, packed), *_bth(v, packed), *_bth(dout, packed), *_bth(lse, packed),
         *_bth(dq_acc, packed), mask_stride, heads, scale, threshold, drop_scale, **flags, **consts, **cfg)

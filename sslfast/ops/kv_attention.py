@@ -217,10 +217,10 @@ def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
             raise ValueError(f"attention_with_kvcache: cache_seqlens must be >= 0 and leave room for the new keys: "
                              f"needs {needed} positions, the cache has {k_cache.shape[1]}")
     name = resolve_backend("attention_with_kvcache", backend, q.device, ("triton", "torch"))
-    if name == "triton" and backend == "auto" and not kernel_allowed(
-            "attention_with_kvcache", q.dtype, f"d{max(16, 1 << (q.shape[-1] - 1).bit_length())}", "",
-            q.device):
-        name = "torch"
+    if name == "triton" and backend == "auto":
+        from sslfast.kernels.constants import head_dim_block
+        if not kernel_allowed("attention_with_kvcache", q.dtype, f"d{head_dim_block(q.shape[-1])}", "", q.device):
+            name = "torch"
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_new, v_new, k_cache, v_cache)):
         return _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal), scale)

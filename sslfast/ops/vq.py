@@ -119,16 +119,15 @@ def vq_lookup(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "auto",
 
 def _stats_triton(x, indices, num_codes):
     from sslfast.kernels.constants import cdiv
-    from sslfast.kernels.vq_lookup import vq_codebook_stats_kernel
+    from sslfast.kernels.vq_lookup import stats_launch_config, vq_codebook_stats_kernel
     n, d = x.shape
     counts = torch.zeros(num_codes, dtype=torch.float32, device=x.device)
     sums = torch.zeros(num_codes, d, dtype=torch.float32, device=x.device)
     if n == 0:
         return counts, sums
-    block_d = min(64, max(16, 1 << (d - 1).bit_length()))
-    block_n = 16 if triton_interpreted() else 32
-    vq_codebook_stats_kernel[(cdiv(n, block_n),)](
-        x, indices, counts, sums, n, d, x.stride(0), BLOCK_N=block_n, BLOCK_D=block_d)
+    launch = stats_launch_config(d, triton_interpreted())
+    vq_codebook_stats_kernel[(cdiv(n, launch["BLOCK_N"]),)](
+        x, indices, counts, sums, n, d, x.stride(0), **launch)
     return counts, sums
 
 
