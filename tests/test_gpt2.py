@@ -424,6 +424,8 @@ def test_attention_with_kvcache_many_splits_long_queries_odd_head_dims_and_bf16(
         ref = kvcache_attention_reference(q.double(), k_full.double(), v_full.double(), lengths + sq)
         same = kvcache_attention_reference(q, k_full, v_full, lengths + sq)
         from tests.helpers import assert_within_torch_error
-        assert_within_torch_error(out, same, ref, what=f"{backend} {dtype} d={d} sq={sq}")
+        # bf16 outputs: both paths round to bf16, so one ulp of the output is the floor of a fair bound
+        floor = 2 ** -8 if dtype == torch.bfloat16 else 1e-6
+        assert_within_torch_error(out, same, ref, floor=floor, what=f"{backend} {dtype} d={d} sq={sq}")
     from sslfast.kernels.kv_attention import num_splits
     assert num_splits(100, 1, 16, 4) > 1  # the first case runs several splits under the interpreter

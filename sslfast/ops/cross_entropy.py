@@ -24,12 +24,16 @@ from sslfast.ops.inference_linear import inference_linear
 __all__ = ["linear_cross_entropy", "cross_entropy", "REDUCTIONS"]
 
 REDUCTIONS = ("mean", "sum", "none")
-_CHUNK_BYTES = 128 * 2**20  # fp32 logits of one chunk of rows: fewer passes over grad_w (V × D)
+# fp32 logits of one chunk of rows. GPU: large chunks, fewer passes over grad_w (V × D) and fewer launches.
+# CPU: the step time is flat from 32 to 128 MiB (measured: 2048 x 768 x 50257, 2.90 s vs 2.94 s) while the peak
+# memory grows with it, so the smallest.
+_CHUNK_BYTES = {"cuda": 128 * 2**20, "cpu": 32 * 2**20}
 
 
-def _chunk_rows(v: int) -> int:
-    """Rows per chunk: ~32 MiB of fp32 logits, a multiple of 128 (whole GEMM tiles)."""
-    return max(128, _CHUNK_BYTES // (4 * max(v, 1)) // 128 * 128)
+def _chunk_rows(v: int, device: torch.device) -> int:
+    """Rows per chunk: a few tens of MiB of fp32 logits, a multiple of 128 (whole GEMM tiles)."""
+    budget = _CHUNK_BYTES.get(device.type, _CHUNK_BYTES["cpu"])
+    return max(128, budget // (4 * max(v, 1)) // 128 * 128)
 
 
 def _loss_and_dlogits(logits, labels, label_smoothing, z_loss, want_grad):
@@ -120,7 +124,7 @@ def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, 
     # Triton: logits in the input dtype (cuBLAS accumulates in fp32), the kernel upcasts; torch: fp32 logits
     w_mm = weight if fused else weight.float()
     b_mm = None if bias is None else (bias if fused else bias.float())
-    step = _chunk_rows(v)  # a multiple of 8 (see _grad_hidden_into)
+    step = _chunk_rows(v, dev)  # a multiple of 8 (see _grad_hidden_into)
     for s in range(0, m, step):
         h = hidden[s:s + step] if fused else hidden[s:s + step].float()  # (c, D)
         y = labels[s:s + step]
@@ -339,7 +343,7 @@ def _ce_op(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, label_
                                     grad if want_grad else logits)
     else:
         losses = logits.new_empty(m, dtype=torch.float32)
-        step = _chunk_rows(v)
+        step = _chunk_rows(v, logits.device)
         for s in range(0, m, step):
             rows = indices[s:s + step]
             chunk = logits.index_select(0, rows).float()  # (c, V) fp32

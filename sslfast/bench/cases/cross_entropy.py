@@ -1,4 +1,6 @@
-"""LM-head loss: eager ``F.linear`` + ``F.cross_entropy`` against the fused ops (forward + backward)."""
+"""LM-head loss: eager ``F.linear`` + ``F.cross_entropy`` against the fused ops (forward + backward), and the
+fused peers a user could pick instead (PyTorch's chunked ``F.linear_cross_entropy``; Liger, Cut Cross-Entropy on
+CUDA) where installed."""
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +29,30 @@ def _error(base, ours):
                for a, b in zip(base, ours))
 
 
+def _peer_losses(device: str) -> dict:
+    """Fused linear cross-entropy implementations a user could pick instead, where installed: PyTorch's own
+    chunked ``F.linear_cross_entropy`` (torch >= 2.13), and on CUDA Liger-Kernel and Cut Cross-Entropy (optional
+    bench extras, never package dependencies). Each maps (hidden, weight, labels) to the mean loss."""
+    peers = {}
+    if hasattr(F, "linear_cross_entropy") and hasattr(torch.nn, "LinearCrossEntropyOptions"):
+        options = torch.nn.LinearCrossEntropyOptions()
+        peers["torch F.linear_cross_entropy (chunked)"] = lambda h, w, y: F.linear_cross_entropy(
+            h, w, y, options=options)
+    if device == "cuda":
+        try:
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+            liger = LigerFusedLinearCrossEntropyLoss()
+            peers["Liger fused linear CE"] = lambda h, w, y: liger(w, h, y)
+        except ImportError:
+            pass
+        try:
+            from cut_cross_entropy import linear_cross_entropy as cut_cross_entropy
+            peers["Cut Cross-Entropy"] = lambda h, w, y: cut_cross_entropy(h, w, y)
+        except ImportError:
+            pass
+    return peers
+
+
 def cases(quick: bool, device: str):
     if device == "cuda":
         shapes = [(4096, 768, 30522, 0.0, "bf16")] if quick else \
@@ -48,6 +74,12 @@ def cases(quick: bool, device: str):
             baseline=_grads_step(lambda h, w, y: F.cross_entropy(F.linear(h, w).float(), y)),
             candidate=_grads_step(lambda h, w, y: linear_cross_entropy(h, w, y)),
             error=_error, tolerance=1e-4 if dtype == "fp32" else 2e-2, flops=6.0 * n * d * v))
+        for peer, loss_fn in _peer_losses(device).items():
+            out.append(Case(
+                op="linear_cross_entropy", case=f"{name} vs {peer}", dtype=dtype, baseline_name=peer,
+                make_inputs=make_inputs, baseline=_grads_step(loss_fn),
+                candidate=_grads_step(lambda h, w, y: linear_cross_entropy(h, w, y)),
+                error=_error, tolerance=1e-4 if dtype == "fp32" else 2e-2, flops=6.0 * n * d * v))
 
         def make_logits(n=n, v=v, ignored=ignored, dtype=dtype):
             logits = randn(n, v, device=device, dtype=dtype, seed=5, scale=2.0, requires_grad=True)
