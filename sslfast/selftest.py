@@ -18,9 +18,9 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["Variant", "variants", "run_variant", "selftest", "main"]
+from sslfast._dtypes import DTYPES
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+__all__ = ["Variant", "variants", "run_variant", "selftest", "main"]
 
 
 @dataclasses.dataclass(frozen=True)

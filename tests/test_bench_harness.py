@@ -109,3 +109,20 @@ def test_cli_rejects_unknown_op():
     proc = subprocess.run([sys.executable, "-m", "sslfast", "bench", "--ops", "nope"], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "invalid choice" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["padded fwd+bwd", "varlen fwd+bwd"])
+def test_attention_gradient_rows_compare_the_same_upstream_gradient(kind):
+    # a padded batch's fwd+bwd row (and the packed varlen one against it) must agree within the row's
+    # tolerance: same upstream gradient at real query rows, none at padding rows
+    from sslfast.bench.cases import attention as cases
+    mask = cases._mask(3, 24, "cpu", seed=2, low=3)
+    if kind == "varlen fwd+bwd":
+        case = cases._varlen_case(3, 2, 24, 16, "fp32", "cpu", mask, backend="torch", tol=1e-4, grad=True)
+    else:
+        case = next(c for c in cases._cpu_cases(True, "cpu") if c.case.startswith("fwd+bwd"))
+    inputs = case.make_inputs()
+    base, ours = case.baseline(*inputs), case.candidate(*inputs)
+    assert len(base) == len(ours) == 4  # the output and three input gradients
+    assert 0 < max(float(g.abs().max()) for g in ours[1:])  # the gradients are there to compare
+    assert case.error(base, ours) <= case.tolerance

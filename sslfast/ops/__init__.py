@@ -1,4 +1,16 @@
-"""sslfast's fused ops. Each takes ``backend="auto"|"triton"|"cpp"|"torch"`` (the C++ path where an op has one)."""
+"""sslfast's fused ops. Each takes ``backend="auto"|"triton"|"cpp"|"torch"`` (the C++ path where an op has one).
+
+How each op is built: the public function validates its inputs (clear errors, one place), then
+``_dispatch.resolve_backend`` turns ``backend`` into a concrete name (on CUDA, ``auto`` also asks
+``_validation.kernel_allowed`` whether the Triton variant passed its self-check), then a ``torch.library``
+op (fake implementation for ``torch.compile``, autograd where it has gradients, ``opcheck``-tested) runs it;
+its Triton launcher reads its tiles from the launch table in ``kernels/`` that the AOT check also compiles.
+``vq_lookup``,
+``vq_codebook_stats``, ``cross_entropy``, ``linear_cross_entropy`` and ``attention_with_kvcache`` pass the
+resolved name into their op, whose implementation holds every backend. ``attention`` / ``varlen_attention``
+differ in one respect: their PyTorch path is PyTorch's own SDPA op (already traced and differentiated by
+PyTorch), so only the Triton path is a ``sslfast::flash_attention_*`` op.
+"""
 from sslfast.ops._dispatch import BackendUnavailableError, available_backends
 from sslfast.ops.attention import attention, pad, unpad, varlen_attention
 from sslfast.ops.cross_entropy import cross_entropy, linear_cross_entropy

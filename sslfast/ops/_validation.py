@@ -80,9 +80,9 @@ def kernel_allowed(op: str, dtype: torch.dtype, size: str, flags: str, device: t
         return True
     if os.environ.get("SSLFAST_VALIDATE_KERNELS", "1") == "0":
         return True
-    from sslfast.selftest import DTYPES, Variant, run_variant
-    names = {v: k for k, v in DTYPES.items()}
-    variant = Variant(op, names[dtype], size, flags)
+    from sslfast._dtypes import dtype_name
+    from sslfast.selftest import Variant, run_variant
+    variant = Variant(op, dtype_name(dtype), size, flags)
     known = _load(device).get(variant.key)
     if known is None:
         record = (check or run_variant)(variant, device)

@@ -1,7 +1,7 @@
 """Seeded input helpers shared by the case modules."""
 import torch
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from sslfast._dtypes import DTYPES
 
 
 def randn(*shape, device="cpu", dtype="fp32", seed=0, scale=1.0, requires_grad=False):

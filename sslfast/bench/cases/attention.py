@@ -74,15 +74,36 @@ def _max_error(base, ours):
 _max_error_with_grads = _with_grads(_max_error)
 
 
-def _fwd_bwd(fn):
-    """Forward + backward with a fixed upstream gradient; returns (output, gradients of the inputs used)."""
+def _upstream(shape, device, dtype):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(5)).to(device, dtype)
+
+
+def _padded_upstream(real_rows):
+    """The upstream gradient of a padded (B, H, S, D) output, zero at padding query rows: a loss never reads
+    them, and what each side computes there differs, so the gradients compare what a training step uses."""
+    def make(out):
+        return _upstream(out.shape, out.device, out.dtype) * real_rows[:, None, :, None].to(out.dtype)
+    return make
+
+
+def _packed_upstream(real_rows, heads, head_dim):
+    """The same upstream gradient for a packed (total, H, D) output: the padded one at the real positions."""
+    def make(out):
+        b, s = real_rows.shape
+        padded = _upstream((b, heads, s, head_dim), out.device, out.dtype)
+        return padded.transpose(1, 2)[real_rows]
+    return make
+
+
+def _fwd_bwd(fn, upstream=None):
+    """Forward + backward with a fixed upstream gradient (``upstream(out)``, default seeded normal noise);
+    returns (output, gradients of the inputs used)."""
     def step(*inputs):
         leaves = [t for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
         for t in leaves:
             t.grad = None
         out = fn(*inputs)
-        upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(5)).to(out.device, out.dtype)
-        out.backward(upstream)
+        out.backward(upstream(out) if upstream is not None else _upstream(out.shape, out.device, out.dtype))
         return (out.detach(),) + tuple(t.grad for t in leaves if t.grad is not None)
     return step
 
@@ -115,8 +136,10 @@ def _cpu_cases(quick, device):
                                 candidate=ours, error=_real_rows_error(mask), tolerance=tol, flops=flops))
             out.append(Case(op="attention", case=f"fwd+bwd {tag}", dtype=dtype, baseline_name="sdpa+bool mask",
                             make_inputs=lambda f=make_inputs: f(grad=True),
-                            baseline=_fwd_bwd(lambda q, k, v, m, c=causal: _sdpa(q, k, v, m, c)),
-                            candidate=_fwd_bwd(ours), error=_real_rows_error(mask), tolerance=tol,
+                            baseline=_fwd_bwd(lambda q, k, v, m, c=causal: _sdpa(q, k, v, m, c),
+                                              _padded_upstream(mask)),
+                            candidate=_fwd_bwd(ours, _padded_upstream(mask)), error=_real_rows_error(mask),
+                            tolerance=tol,
                             flops=3.5 * flops))
         out.append(_varlen_case(b, h, s, d, dtype, device, mask, backend="auto", tol=tol, grad=False))
     return out
@@ -144,7 +167,8 @@ def _varlen_case(b, h, s, d, dtype, device, mask, *, backend, tol, grad, tag="")
 
     flops = 4.0 * h * d * float((mask.sum(-1).double() ** 2).sum())  # real tokens only
     if grad:
-        baseline, candidate, flops = _fwd_bwd(baseline), _fwd_bwd(candidate), 3.5 * flops
+        baseline = _fwd_bwd(baseline, _padded_upstream(mask))
+        candidate, flops = _fwd_bwd(candidate, _packed_upstream(mask, h, d)), 3.5 * flops
     return Case(op="varlen_attention", case=f"{'fwd+bwd ' if grad else ''}B={b} H={h} S={s} D={d} {dtype}{tag}",
                 dtype=dtype, baseline_name="sdpa+bool mask (padded)", make_inputs=make_packed, baseline=baseline,
                 candidate=candidate, error=varlen_error, tolerance=tol, flops=flops)
@@ -219,6 +243,7 @@ def _gpu_cases(quick, device):
             out.append(Case(
                 op="attention", case=f"{'fwd+bwd' if grad else 'fwd'} B={b} H={h} S={s} D={hd} {dtype} 50% padding",
                 dtype=dtype, baseline_name="sdpa+bool mask", make_inputs=make_padded,
-                baseline=_fwd_bwd(base_fn) if grad else base_fn, candidate=_fwd_bwd(ours) if grad else ours,
+                baseline=_fwd_bwd(base_fn, _padded_upstream(mask)) if grad else base_fn,
+                candidate=_fwd_bwd(ours, _padded_upstream(mask)) if grad else ours,
                 error=_real_rows_error(mask), tolerance=tol, flops=3.5 * flops if grad else flops))
     return out
