@@ -126,3 +126,12 @@ def test_attention_gradient_rows_compare_the_same_upstream_gradient(kind):
     assert len(base) == len(ours) == 4  # the output and three input gradients
     assert 0 < max(float(g.abs().max()) for g in ours[1:])  # the gradients are there to compare
     assert case.error(base, ours) <= case.tolerance
+
+
+def test_pytest_benchmark_suite_runs_stateful_cases(tmp_path):
+    # the VQ module case updates its EMA codebooks on every call: the suite compares both sides before timing
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_bench_ops.py", "-k", "vq_module or vq/",
+                           "-q", "--benchmark-disable", "-p", "no:cacheprovider"], cwd=REPO, capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
