@@ -1,4 +1,7 @@
-"""VQ nearest-codebook lookup against ``torch.cdist(x, c).argmin(-1)``."""
+"""VQ nearest-codebook lookup against ``torch.cdist(x, c).argmin(-1)`` and, where installed (an optional bench
+extra), FAISS's exact ``IndexFlatL2`` (CPU; the index is built outside the timed step, so the baseline times
+only its search)."""
+import numpy as np
 import torch
 
 from sslfast.bench.case import Case
@@ -33,4 +36,28 @@ def cases(quick: bool, device: str):
             candidate=lambda x, c: vq_lookup(x, c),
             error=error, tolerance=1e-2 if dtype == "fp32" else 1.0,
             flops=2.0 * n * k * d))
+        faiss = _faiss()
+        if faiss is not None and device == "cpu" and dtype == "fp32":
+            def make_with_index(make_inputs=make_inputs, d=d):
+                x, c = make_inputs()
+                index = faiss.IndexFlatL2(d)
+                index.add(np.ascontiguousarray(c.numpy()))
+                return x, c, index
+
+            def faiss_search(x, c, index):
+                _, idx = index.search(np.ascontiguousarray(x.numpy()), 1)  # (N, 1) int64
+                return torch.from_numpy(idx[:, 0])
+
+            out.append(Case(
+                op="vq", case=f"N={n} K={k} D={d} {dtype} vs FAISS", dtype=dtype, baseline_name="FAISS IndexFlatL2",
+                make_inputs=make_with_index, baseline=faiss_search, candidate=lambda x, c, index: vq_lookup(x, c),
+                error=error, tolerance=1e-2, flops=2.0 * n * k * d))
     return out
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
