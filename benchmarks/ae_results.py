@@ -14,7 +14,6 @@ Run: ``python benchmarks/ae_results.py --json benchmarks/results/cpu-<date>-auto
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -130,11 +129,8 @@ def main(argv=None) -> int:
         plots.anomaly_scores(scores[y_test == 0], scores[y_test != 0], os.path.join(args.plots, "anomaly-digit0.png"),
                              threshold=threshold, title="AE trained on 0s: held-out 0s vs other digits")
     if args.json:
-        from sslfast.bench.environment import environment
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"environment": environment("cpu", [sys.executable] + sys.argv), "autoencoders": report}, f,
-                      indent=2)
+        from sslfast.bench.report import write_script_report
+        write_script_report(args.json, "autoencoders", report)
     return 0
 
 

@@ -12,7 +12,6 @@ Both are medians over interleaved rounds after warm-up. Run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 import sslfast.data as D
-from sslfast.bench.environment import environment
+from sslfast.bench.report import write_script_report
 
 
 def _tokenizer(corpus):
@@ -101,10 +100,7 @@ def main(argv=None) -> int:
     print(f"  loader / training rate: padded {result['ratio_loader_over_training']['padded']:.0f}×, "
           f"packed {result['ratio_loader_over_training']['packed']:.0f}×")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"environment": environment("cpu", [sys.executable] + sys.argv), "data_rate": result}, f,
-                      indent=2)
+        write_script_report(args.json, "data_rate", result)
     return 0
 
 

@@ -7,7 +7,6 @@ A model this small, trained for minutes, is expected to sit near chance; the poi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import sslfast.data as D
-    from sslfast.bench.environment import environment
+    from sslfast.bench.report import write_script_report
     from sslfast.models import GPT2LMHeadModel, fewshot
     from sslfast.train import pretrain
     out = args.out or tempfile.mkdtemp(prefix="sslfast-fewshot-")
@@ -47,10 +46,7 @@ def main(argv=None) -> int:
         print(f"{k}-shot: accuracy {r['accuracy']:.3f} (per-token normalised {r['accuracy_normalized']:.3f}), "
               f"chance {r['chance']:.3f}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"environment": environment("cpu", [sys.executable] + sys.argv), "fewshot": report}, f,
-                      indent=2, default=str)
+        write_script_report(args.json, "fewshot", report)
     return 0
 
 

@@ -11,6 +11,7 @@ import sslfast.models as models  # noqa: E402
 from sslfast.ops import attention_with_kvcache  # noqa: E402
 from sslfast.ops.kv_attention import kvcache_attention_reference  # noqa: E402
 from tests.conftest import cpu_backends  # noqa: E402
+from tests.helpers import assert_grads_match  # noqa: E402
 
 SIZES = {
     "tiny": dict(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4),
@@ -37,19 +38,6 @@ def padded_batch(config, side, b=4, s=13, seed=0):
     labels[torch.arange(b), mask.argmax(-1)] = -100
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what sslfast does by itself (and transformers' generate)
     return ids, mask, labels, positions
-
-
-def assert_grads_match(hf, ours):
-    hf_grads = {n: p.grad for n, p in hf.named_parameters()}
-    checked = 0
-    for n, p in ours.named_parameters():
-        if hf_grads.get(n) is None:
-            assert p.grad is None or not p.grad.any(), n
-            continue
-        scale = hf_grads[n].abs().max().item()
-        torch.testing.assert_close(p.grad, hf_grads[n], rtol=1e-4, atol=1e-4 * scale + 1e-7, msg=n)
-        checked += 1
-    assert checked > 10
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

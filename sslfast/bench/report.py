@@ -51,10 +51,23 @@ def to_markdown(records, environment: dict | None = None) -> str:
 
 
 def write_json(path: str, records, environment: dict) -> None:
+    _write_atomically(path, {"environment": environment, "records": records}, indent=1)
+
+
+def write_script_report(path: str, name: str, result, device: str = "cpu") -> None:
+    """A result script's JSON: ``{"environment": ..., name: result}``, the environment naming the exact command."""
+    import sys
+
+    from sslfast.bench.environment import environment
+    _write_atomically(path, {"environment": environment(device, [sys.executable] + sys.argv), name: result},
+                      indent=2, default=str)
+
+
+def _write_atomically(path: str, data, **dump_options) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"environment": environment, "records": records}, f, indent=1)
+        json.dump(data, f, **dump_options)
     os.replace(tmp, path)
 
 

@@ -137,7 +137,10 @@ def _torch_impl(q, k_cache, v_cache, lengths, causal, scale, host_lengths=None):
     """
     from sslfast.ops.attention import _sdpa_exact
     b, sq, h, d = q.shape
-    used = (max(host_lengths) if host_lengths else 0) if host_lengths is not None else (int(lengths.max()) if b else 0)
+    if host_lengths is not None:
+        used = max(host_lengths, default=0)
+    else:
+        used = int(lengths.max()) if b else 0
     if used == 0:  # no sequence has a key yet
         return torch.zeros_like(q)
     group = h // k_cache.shape[2]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import sslfast.data as D
 from sslfast.train.config import ConfigError
 from sslfast.train.tasks.base import Task, unwrap
-from sslfast.train.tasks.text import prepare_tokenizer, tokenized_corpus
+from sslfast.train.tasks.text import prepare_tokenizer, text_model_config, tokenized_corpus
 
 __all__ = ["BertTask", "BERT_SIZES"]
 
@@ -62,21 +62,10 @@ class BertTask(Task):
     def _model_config(self):
         from sslfast.models import BertConfig
         cfg = self.config
-        if cfg.model_config:
-            from sslfast.train.config import read_mapping
-            values = read_mapping(cfg.model_config)
-            if values.get("model_type", "bert") != "bert":
-                raise ConfigError(f"{cfg.model_config} describes a {values['model_type']!r} model, not BERT")
-            config = BertConfig.from_dict(values)
-        else:
-            config = BertConfig(vocab_size=self.vocab_size, max_position_embeddings=max(512, cfg.max_length),
-                                **BERT_SIZES[cfg.size])
-        if config.vocab_size != self.vocab_size:
-            raise ConfigError(f"the tokenizer has {self.vocab_size} tokens but the model's vocab_size is "
-                              f"{config.vocab_size}: pass a matching --tokenizer or model config")
-        if config.max_position_embeddings < cfg.max_length:
-            raise ConfigError(f"--max-length {cfg.max_length} exceeds the model's max_position_embeddings "
-                              f"{config.max_position_embeddings}")
+        config = text_model_config(cfg, self.vocab_size, BertConfig, "bert", "BERT", "max_position_embeddings",
+                                   lambda: BertConfig(vocab_size=self.vocab_size,
+                                                      max_position_embeddings=max(512, cfg.max_length),
+                                                      **BERT_SIZES[cfg.size]))
         config.pad_token_id = self.special.pad
         if cfg.dropout is not None:
             config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout

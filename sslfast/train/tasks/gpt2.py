@@ -10,7 +10,7 @@ import torch
 import sslfast.data as D
 from sslfast.train.config import ConfigError
 from sslfast.train.tasks.base import Task, unwrap
-from sslfast.train.tasks.text import prepare_tokenizer, tokenized_corpus
+from sslfast.train.tasks.text import prepare_tokenizer, text_model_config, tokenized_corpus
 
 __all__ = ["GPT2Task", "GPT2_SIZES"]
 
@@ -53,20 +53,9 @@ class GPT2Task(Task):
     def _model_config(self):
         from sslfast.models import GPT2Config
         cfg = self.config
-        if cfg.model_config:
-            from sslfast.train.config import read_mapping
-            values = read_mapping(cfg.model_config)
-            if values.get("model_type", "gpt2") != "gpt2":
-                raise ConfigError(f"{cfg.model_config} describes a {values['model_type']!r} model, not GPT-2")
-            config = GPT2Config.from_dict(values)
-        else:
-            config = GPT2Config(vocab_size=self.vocab_size, n_positions=max(1024, cfg.max_length),
-                                **GPT2_SIZES[cfg.size])
-        if config.vocab_size != self.vocab_size:
-            raise ConfigError(f"the tokenizer has {self.vocab_size} tokens but the model's vocab_size is "
-                              f"{config.vocab_size}: pass a matching --tokenizer or model config")
-        if config.n_positions < cfg.max_length:
-            raise ConfigError(f"--max-length {cfg.max_length} exceeds the model's n_positions {config.n_positions}")
+        config = text_model_config(cfg, self.vocab_size, GPT2Config, "gpt2", "GPT-2", "n_positions",
+                                   lambda: GPT2Config(vocab_size=self.vocab_size, n_positions=max(1024, cfg.max_length),
+                                                      **GPT2_SIZES[cfg.size]))
         config.bos_token_id = config.eos_token_id = config.pad_token_id = self.special.eos
         if cfg.dropout is not None:
             config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = cfg.dropout

@@ -4,8 +4,9 @@ from __future__ import annotations
 import os
 
 import sslfast.data as D
+from sslfast.train.config import ConfigError
 
-__all__ = ["load_text_corpus", "prepare_tokenizer", "tokenized_corpus"]
+__all__ = ["load_text_corpus", "prepare_tokenizer", "tokenized_corpus", "text_model_config"]
 
 
 def load_text_corpus(data: str) -> D.Corpus:
@@ -43,3 +44,25 @@ def tokenized_corpus(config, ctx, tokenizer, corpus=None) -> D.TokenizedCorpus:
         tokenized = D.TokenizedCorpus.build(corpus, tokenizer, progress=config.progress)
     path = ctx.broadcast_object(tokenized.directory if tokenized is not None else None)
     return tokenized or D.TokenizedCorpus.open(path)
+
+
+def text_model_config(config, vocab_size: int, config_class, model_type: str, name: str, positions_field: str,
+                      default):
+    """The model config of a text run: read from ``--model-config`` (which must describe ``model_type``) or
+    ``default()`` (from ``--size``), then checked against the tokenizer's vocabulary and ``--max-length``
+    (``positions_field``: the config's position count)."""
+    if config.model_config:
+        from sslfast.train.config import read_mapping
+        values = read_mapping(config.model_config)
+        if values.get("model_type", model_type) != model_type:
+            raise ConfigError(f"{config.model_config} describes a {values['model_type']!r} model, not {name}")
+        model_config = config_class.from_dict(values)
+    else:
+        model_config = default()
+    if model_config.vocab_size != vocab_size:
+        raise ConfigError(f"the tokenizer has {vocab_size} tokens but the model's vocab_size is "
+                          f"{model_config.vocab_size}: pass a matching --tokenizer or model config")
+    positions = getattr(model_config, positions_field)
+    if positions < config.max_length:
+        raise ConfigError(f"--max-length {config.max_length} exceeds the model's {positions_field} {positions}")
+    return model_config
