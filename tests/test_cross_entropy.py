@@ -86,28 +86,95 @@ def test_linear_cross_entropy_matches_float64(case, dtype, seed):
         assert all((t == 0).all() for t in ours), "all rows ignored: loss and gradients must be 0"
 
 
+TRITON = [b for b in ("triton",) if sslfast.ops.available_backends()[b]]
+
+
+@pytest.mark.parametrize("backend", ["torch"] + TRITON)
+@pytest.mark.parametrize("upstream", ["one", "other"])  # loss.backward()'s seed 1 leaves the gradient untouched
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_cross_entropy_on_logits_matches_float64(reduction, dtype, seed):
+def test_cross_entropy_on_logits_matches_float64(reduction, dtype, upstream, backend, seed):
     n, v = 45, 3001
     logits = (torch.randn(n, v) * 3).to(dtype)
     labels = make_labels(n, v, 0.3)
     kw = dict(reduction=reduction, label_smoothing=0.1, z_loss=1e-4)
-    upstream = torch.randn(n, dtype=torch.float64) if reduction == "none" else torch.tensor(0.6, dtype=torch.float64)
+    if reduction == "none":
+        upstream = torch.ones(n, dtype=torch.float64) if upstream == "one" else torch.randn(n, dtype=torch.float64)
+    else:
+        upstream = torch.tensor(1.0 if upstream == "one" else 0.6, dtype=torch.float64)
 
     def run(fn, z):
         z = z.detach().clone().requires_grad_(True)
         loss = fn(z)
-        (loss.double() * upstream).sum().backward()
+        loss.backward(upstream.to(loss.dtype))
         return loss.detach(), z.grad
 
-    ours = run(lambda z: cross_entropy(z, labels, **kw), logits)
+    ours = run(lambda z: cross_entropy(z, labels, backend=backend, **kw), logits)
     ref = run(lambda z: reference_loss(z, labels, **kw), logits.double())
     torch_path = run(lambda z: reference_loss(z.float(), labels, **kw), logits)
     assert ours[1].dtype == dtype  # gradient in the logits' dtype, no fp32 copy handed back
+    assert (ours[1][labels == IGNORE] == 0).all(), "ignored rows get a zero gradient (outputs start poisoned)"
     for name, got, want, base in zip(["loss", "grad logits"], ours, ref, torch_path):
         assert_within_torch_error(got.float(), base.float(), want, floor=1e-6 if dtype == torch.float32 else 2e-3,
                                   what=name)
+
+
+def relative_l2(got, want):
+    return float((got.double() - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize("op", ["cross_entropy", "linear_cross_entropy"])
+@pytest.mark.parametrize("backend", ["torch"] + TRITON)
+def test_fp16_gradients_survive_a_loss_scale(op, backend, seed):
+    """GradScaler multiplies the loss by 65536 (above fp16's largest value): the gradients must stay finite and
+    as accurate as PyTorch's fp16 path, whose backward applies the scale before rounding to fp16."""
+    n, d, v = 4096, 32, 512  # 1/count = 2^-12: small gradient entries sit in fp16's subnormal range
+    hidden = torch.randn(n, d).half()
+    weight = (torch.randn(v, d) / d ** 0.5).half()
+    labels = make_labels(n, v, 0.0)
+    loss_scale = 65536.0
+
+    def grads(fn, *inputs):
+        leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+        (fn(*leaves) * loss_scale).backward()
+        return [t.grad for t in leaves]
+
+    if op == "cross_entropy":
+        logits = (hidden.float() @ weight.float().t()).half()
+        ours = grads(lambda z: cross_entropy(z, labels, backend=backend), logits)
+        ref = grads(lambda z: reference_loss(z, labels, "mean", 0.0, 0.0), logits.double())
+        base = grads(lambda z: F.cross_entropy(z.float(), labels), logits)
+    else:
+        ours = grads(lambda h, w: linear_cross_entropy(h, w, labels, backend=backend), hidden, weight)
+        ref = grads(lambda h, w: reference_loss(h @ w.t(), labels, "mean", 0.0, 0.0), hidden.double(), weight.double())
+        base = grads(lambda h, w: F.cross_entropy((h @ w.t()).float(), labels), hidden, weight)
+    for got, want, torch_path in zip(ours, ref, base):
+        assert got.dtype == torch.float16 and torch.isfinite(got).all()
+        assert relative_l2(got, want) <= 2 * relative_l2(torch_path, want) + 1e-5, \
+            (relative_l2(got, want), relative_l2(torch_path, want))
+        flushed = ((got == 0) & (want != 0)).sum()  # nothing rounded away that PyTorch's fp16 path keeps
+        assert flushed <= ((torch_path == 0) & (want != 0)).sum(), int(flushed)
+
+
+@pytest.mark.parametrize("backend", TRITON)
+def test_unchecked_labels_skip_the_host_check_and_mark_bad_rows_nan(backend, seed):
+    """check_labels=False: no error and no host sync on the Triton path; a bad label poisons its own row only."""
+    n, v = 7, 50
+    logits = torch.randn(n, v)
+    labels = torch.randint(0, v, (n,))
+    labels[2], labels[4], labels[5] = v, -3, IGNORE
+    z = logits.clone().requires_grad_(True)
+    loss = cross_entropy(z, labels, reduction="none", check_labels=False, backend=backend)
+    loss.sum().backward()
+    good = torch.tensor([i not in (2, 4, 5) for i in range(n)])
+    assert torch.isnan(loss[[2, 4]]).all() and torch.isnan(z.grad[[2, 4]]).all()
+    assert loss[5] == 0 and (z.grad[5] == 0).all()
+    ref = F.cross_entropy(logits[good].double(), labels[good], reduction="none")
+    torch.testing.assert_close(loss[good].double(), ref, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 50\)"):
+        cross_entropy(logits, labels, backend=backend)  # checked by default
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 50\)"):
+        cross_entropy(logits, labels, check_labels=False, backend="torch")  # the PyTorch path always checks
 
 
 def test_leading_dimensions_and_int32_labels(seed):
@@ -157,7 +224,6 @@ def test_bad_inputs_raise_clear_errors(kwargs, error, match):
         linear_cross_entropy(**args)
 
 
-TRITON = [b for b in ("triton",) if sslfast.ops.available_backends()[b]]
 
 
 @pytest.mark.parametrize("backend", TRITON)
@@ -235,8 +301,9 @@ def test_loss_module_matches_linear_and_ties_weights(seed):
         LinearCrossEntropyLoss(12, 36, tied_weight=emb.weight)
 
 
+@pytest.mark.parametrize("backend", ["torch"] + TRITON)
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_ops_are_registered_and_compile_without_graph_breaks(reduction, seed):
+def test_ops_are_registered_and_compile_without_graph_breaks(reduction, backend, seed):
     """Both ops are torch.library ops: torch.compile(fullgraph=True) traces forward and backward."""
     n, d, v = 37, 24, 101
     hidden = torch.randn(n, d, requires_grad=True)
@@ -245,8 +312,8 @@ def test_ops_are_registered_and_compile_without_graph_breaks(reduction, seed):
     labels[::3] = -100
 
     def fn(h, w, y):
-        a = linear_cross_entropy(h, w, y, reduction=reduction, label_smoothing=0.1)
-        b = cross_entropy(h @ w.t(), y, reduction=reduction, z_loss=1e-3)
+        a = linear_cross_entropy(h, w, y, reduction=reduction, label_smoothing=0.1, backend=backend)
+        b = cross_entropy(h @ w.t(), y, reduction=reduction, z_loss=1e-3, backend=backend)
         return (a + 0.5 * b).sum()
 
     eager = fn(hidden, weight, labels)
@@ -273,7 +340,7 @@ def test_opcheck_schema_fake_and_autograd_registration(seed):
         # copied); only the public wrapper's outputs are compared eager vs compiled, in the compile test above
         torch.library.opcheck(torch.ops.sslfast.cross_entropy.default,
                               (torch.randn(n, v, requires_grad=True), labels, -100, 0.0, 0.0, reduction, "torch",
-                               True), test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+                               True, True), test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
 def test_second_backward_through_the_same_graph_fails_loudly(seed):

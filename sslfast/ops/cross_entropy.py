@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from sslfast.ops._checks import check_same_device, check_tensor
 from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
@@ -36,8 +35,9 @@ def _chunk_rows(v: int, device: torch.device) -> int:
     return max(128, budget // (4 * max(v, 1)) // 128 * 128)
 
 
-def _loss_and_dlogits(logits, labels, label_smoothing, z_loss, want_grad):
-    """Per-row loss (M,), log-sum-exp (M,) and, if ``want_grad``, d loss_row / d logits (M, V) fp32."""
+def _loss_and_dlogits(logits, labels, label_smoothing, z_loss, grad_scale=None):
+    """Per-row loss (M,), log-sum-exp (M,) and, unless ``grad_scale`` is None, ``grad_scale`` (a float or (M,))
+    times d loss_row / d logits (M, V) fp32."""
     v = logits.shape[1]
     logp = torch.log_softmax(logits, dim=1)  # (M, V): one fused pass
     target_logp = logp.gather(1, labels[:, None]).squeeze(1)  # (M,)
@@ -47,15 +47,20 @@ def _loss_and_dlogits(logits, labels, label_smoothing, z_loss, want_grad):
         loss = (1 - label_smoothing) * loss - label_smoothing * logp.mean(dim=1)
     if z_loss:
         loss = loss + z_loss * lse.square()
-    if not want_grad:
+    if grad_scale is None:
         return loss, lse, None
     del logits
+    per_row = isinstance(grad_scale, torch.Tensor)
     probs = logp.exp_()  # softmax, in place of the log-probabilities
-    if z_loss:
-        probs.mul_((1 + 2 * z_loss * lse)[:, None])
-    probs.scatter_add_(1, labels[:, None], torch.full_like(lse[:, None], -(1 - label_smoothing)))
+    factor = (1 + 2 * z_loss * lse) if z_loss else None  # (M,): z-loss and scale in one pass over the chunk
+    if per_row or grad_scale != 1.0:
+        factor = grad_scale if factor is None else factor * grad_scale
+    if factor is not None:
+        probs.mul_(factor[:, None] if isinstance(factor, torch.Tensor) else factor)
+    row_scale = grad_scale[:, None] if per_row else torch.full_like(lse[:, None], grad_scale)  # (M, 1)
+    probs.scatter_add_(1, labels[:, None], -(1 - label_smoothing) * row_scale)
     if label_smoothing:
-        probs.sub_(label_smoothing / v)
+        probs.sub_((label_smoothing / v) * row_scale)
     return loss, lse, probs
 
 
@@ -92,55 +97,84 @@ def _accumulate_grad_weight(grad_w, dlogits, h):
 _OUT_DTYPE_ADDMM = [True]
 
 
-def _triton_rows(logits, rows, labels, label_smoothing, z_loss, want_grad, grad=None):
-    """Fused Triton pass over ``logits[rows]``: per-row loss and lse (fp32); the gradient goes to ``grad``
-    (default: in place over ``logits``)."""
+def _triton_rows(logits, labels, ignore_index, label_smoothing, z_loss, grad_scale, grad=None):
+    """Fused Triton pass over every row of ``logits`` (M, V): per-row loss and lse (fp32; 0 at ignored rows) and,
+    unless ``grad_scale`` ((1,) or (M,) fp32) is None, ``grad_scale`` times the gradient into ``grad`` (default:
+    in place over ``logits``; zero rows where the label is ignored)."""
     from sslfast.kernels.cross_entropy import cross_entropy_kernel, launch_config
-    m = rows.numel()
+    m = logits.shape[0]
     losses = empty_output(m, dtype=torch.float32, device=logits.device)  # poisoned under SSLFAST_POISON=1
     lses = empty_output(m, dtype=torch.float32, device=logits.device)
-    if m == 0:
-        return losses, lses, grad if grad is not None else logits
     grad = logits if grad is None else grad
+    if m == 0:
+        return losses, lses, grad
+    want_grad = grad_scale is not None
     cross_entropy_kernel[(m,)](
-        logits, logits.stride(0), rows, labels, losses, lses, grad, grad.stride(0), logits.shape[1],
-        float(label_smoothing), float(z_loss), WANT_GRAD=want_grad, **launch_config(triton_interpreted()))
+        logits, logits.stride(0), labels, losses, lses, grad, grad.stride(0), grad_scale if want_grad else losses,
+        logits.shape[1], int(ignore_index), float(label_smoothing), float(z_loss), WANT_GRAD=want_grad,
+        SCALE_PER_ROW=want_grad and grad_scale.numel() > 1, **launch_config(triton_interpreted()))
     return losses, lses, grad
+
+
+def _scale_unless_one(x, scale, backend):
+    """``x * scale`` for a device scalar ``scale``, in place; nothing is touched when ``scale`` is 1 (the seed of
+    ``loss.backward()``). Triton decides that on the device; the CPU reads the scalar (no sync to speak of);
+    PyTorch on CUDA multiplies (one pass, no sync)."""
+    if torch.compiler.is_compiling():
+        return x * scale
+    if backend == "triton" and x.numel():
+        from sslfast.kernels.constants import cdiv
+        from sslfast.kernels.cross_entropy import scale_launch_config, scale_unless_one_kernel
+        launch = scale_launch_config(triton_interpreted())
+        scale_unless_one_kernel[(cdiv(x.numel(), launch["BLOCK"]),)](
+            x, scale.float().reshape(1), x.numel(), **launch)
+        return x
+    if x.device.type == "cpu" and float(scale) == 1.0:
+        return x
+    return x.mul_(scale)  # fp32 scalar: the product is computed in fp32, then rounded
 
 
 def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, row_scale, backend):
     """Losses (M,), lse (M,) and, for the inputs flagged in ``needs`` (hidden, weight, bias), fp32 gradients
-    of sum_i row_scale_i * loss_i (``row_scale`` None: no gradients), one chunk of rows at a time."""
+    of sum_i row_scale_i * loss_i, one chunk of rows at a time. ``row_scale``: None (no gradients), a float
+    (the same for every row: the mean's 1/count) or an (M,) tensor."""
     m, d = hidden.shape
     v = weight.shape[0]
     dev = hidden.device
     want_grad = row_scale is not None
+    per_row = isinstance(row_scale, torch.Tensor)
     losses = hidden.new_empty(m, dtype=torch.float32)
     lses = hidden.new_empty(m, dtype=torch.float32)
     grad_h = torch.empty(m, d, dtype=torch.float32, device=dev) if want_grad and needs[0] else None
     grad_w = torch.zeros(v, d, dtype=torch.float32, device=dev) if want_grad and needs[1] else None
     grad_b = torch.zeros(v, dtype=torch.float32, device=dev) if want_grad and needs[2] else None
     fused = backend == "triton"
-    # Triton: logits in the input dtype (cuBLAS accumulates in fp32), the kernel upcasts; torch: fp32 logits
+    # Triton: logits in the input dtype (cuBLAS accumulates in fp32), the kernel upcasts and applies the row
+    # scale for free. torch: fp32 logits. A scalar scale goes into the kernel, or once onto the (smaller)
+    # gradients at the end: on the torch path, and for fp16 chunks (1/count could push their gradients below
+    # fp16's smallest subnormal before the matmuls).
     w_mm = weight if fused else weight.float()
     b_mm = None if bias is None else (bias if fused else bias.float())
+    scale_at_end = want_grad and not per_row and (not fused or hidden.dtype == torch.float16)
+    if fused and want_grad:
+        scales = row_scale.float() if per_row else \
+            torch.full((1,), 1.0 if scale_at_end else float(row_scale), device=dev)
     step = _chunk_rows(v, dev)  # a multiple of 8 (see _grad_hidden_into)
     for s in range(0, m, step):
         h = hidden[s:s + step] if fused else hidden[s:s + step].float()  # (c, D)
         y = labels[s:s + step]
         with torch.no_grad():  # the gradients below are explicit; CPU fp32 takes oneDNN (~1.4x MKL at this shape)
             logits = inference_linear(h, w_mm, b_mm)  # (c, V)
-        if fused:
-            rows = torch.arange(h.shape[0], device=dev)
-            loss, lse, dlogits = _triton_rows(logits, rows, y, label_smoothing, z_loss, want_grad)
+        if fused:  # labels are kept ones: no row is ignored (-1 never matches)
+            chunk_scale = None if not want_grad else scales[s:s + step] if per_row else scales
+            loss, lse, dlogits = _triton_rows(logits, y, -1, label_smoothing, z_loss, chunk_scale)
         else:
-            loss, lse, dlogits = _loss_and_dlogits(logits, y, label_smoothing, z_loss, want_grad)
+            chunk_scale = None if not want_grad else row_scale[s:s + step].float() if per_row else 1.0
+            loss, lse, dlogits = _loss_and_dlogits(logits, y, label_smoothing, z_loss, chunk_scale)
         losses[s:s + step] = loss
         lses[s:s + step] = lse
         if not want_grad:
             continue
-        if isinstance(row_scale, torch.Tensor):
-            dlogits.mul_(row_scale[s:s + step, None].to(dlogits.dtype))
         if grad_h is not None:
             if fused:
                 grad_h[s:s + step] = dlogits @ w_mm
@@ -150,6 +184,10 @@ def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, 
             _accumulate_grad_weight(grad_w, dlogits, h)
         if grad_b is not None:
             grad_b.add_(dlogits.sum(0, dtype=torch.float32))
+    if scale_at_end and row_scale != 1.0:
+        for g in (grad_h, grad_w, grad_b):
+            if g is not None:
+                g.mul_(row_scale)
     return losses, lses, grad_h, grad_w, grad_b
 
 
@@ -173,18 +211,25 @@ def _linear_ce_op(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     kept_y = labels.index_select(0, indices)
     needs = (grad_hidden, grad_weight, grad_bias and bias is not None)
     fuse_grads = reduction != "none" and any(needs)
+    scale = 1.0 / max(n_keep, 1) if reduction == "mean" else 1.0
     losses, _, g_h, g_w, g_b = _chunked_pass(kept_h, weight, bias, kept_y, label_smoothing, z_loss, needs,
-                                             1.0 if fuse_grads else None, backend)
+                                             scale if fuse_grads else None, backend)
     if reduction == "none":
         return hidden.new_zeros(n, dtype=torch.float32).index_copy_(0, indices, losses), \
             _empty(hidden), _empty(weight), _empty(weight)
-    scale = 1.0 / max(n_keep, 1) if reduction == "mean" else 1.0
     loss = losses.sum() * scale
+    held = _held_dtype(hidden)
     out_h = _empty(hidden) if g_h is None else \
-        hidden.new_zeros(n, hidden.shape[1]).index_copy_(0, indices, (g_h * scale).to(hidden.dtype))
-    out_w = _empty(weight) if g_w is None else (g_w * scale).to(weight.dtype)
-    out_b = _empty(weight) if g_b is None else (g_b * scale).to(bias.dtype)
+        hidden.new_zeros(n, hidden.shape[1], dtype=held).index_copy_(0, indices, g_h.to(held))
+    out_w = _empty(weight) if g_w is None else g_w.to(_held_dtype(weight))
+    out_b = _empty(weight) if g_b is None else g_b.to(_held_dtype(bias))
     return loss, out_h, out_w, out_b
+
+
+def _held_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype a gradient is held in until the backward: the input's, but fp32 for fp16 inputs (already
+    divided by the mean's count, their small entries would round to 0 before a loss scale restores them)."""
+    return torch.float32 if t.dtype == torch.float16 else t.dtype
 
 
 @_linear_ce_op.register_fake
@@ -192,9 +237,10 @@ def _(hidden, weight, bias, labels, ignore_index, label_smoothing, z_loss, reduc
       grad_hidden, grad_weight, grad_bias):
     fused = reduction != "none"
     loss = hidden.new_empty(() if fused else (hidden.shape[0],), dtype=torch.float32)
-    out_h = torch.empty_like(hidden) if fused and grad_hidden else _empty(hidden)
-    out_w = torch.empty_like(weight) if fused and grad_weight else _empty(weight)
-    out_b = torch.empty_like(bias) if fused and grad_bias and bias is not None else _empty(weight)
+    out_h = torch.empty_like(hidden, dtype=_held_dtype(hidden)) if fused and grad_hidden else _empty(hidden)
+    out_w = torch.empty_like(weight, dtype=_held_dtype(weight)) if fused and grad_weight else _empty(weight)
+    out_b = torch.empty_like(bias, dtype=_held_dtype(bias)) if fused and grad_bias and bias is not None \
+        else _empty(weight)
     return loss, out_h, out_w, out_b
 
 
@@ -230,6 +276,7 @@ def _linear_ce_setup_context(ctx, inputs, output):
     ctx.reduction, ctx.flags = reduction, flags
     ctx.args = (ignore_index, label_smoothing, z_loss, backend)
     ctx.has_bias = bias is not None
+    ctx.dtypes = (hidden.dtype, weight.dtype, weight.dtype if bias is None else bias.dtype)
     ctx.mark_non_differentiable(*output[1:])
     ctx.set_materialize_grads(False)  # no zero-filled incoming gradients for the gradient outputs
     if reduction == "none":
@@ -243,7 +290,8 @@ def _linear_ce_backward(ctx, grad_loss, _gh, _gw, _gb):
         hidden, weight, bias, labels = ctx.saved_tensors
         grads = _linear_ce_backward_op(grad_loss, hidden, weight, bias, labels, *ctx.args, *ctx.flags)
     else:
-        grads = [g * grad_loss.to(g.dtype) for g in ctx.saved_tensors]  # d(scalar loss) scales every gradient
+        # d(scalar loss) scales every gradient; multiplied in fp32 (a loss scale of 65536 overflows fp16)
+        grads = [(g * grad_loss).to(dtype) for g, dtype in zip(ctx.saved_tensors, ctx.dtypes)]
     g_h, g_w, g_b = (g if flag else None for g, flag in zip(grads, ctx.flags))
     if not ctx.has_bias:
         g_b = None
@@ -259,15 +307,25 @@ def _validate_labels(op, labels, lead_shape):
 
 
 def _keep_rows(op, labels, v, ignore_index):
-    """Indices of the non-ignored rows; raises on labels outside [0, V). One host synchronization."""
+    """Indices of the non-ignored rows and their count; raises on labels outside [0, V). One host sync."""
     keep = labels != ignore_index
     bad = keep & ((labels < 0) | (labels >= v))
     n_bad, n_keep = torch.stack([bad.sum(), keep.sum()]).tolist()
+    _raise_if_bad(op, labels, bad, n_bad, v, ignore_index)
+    return torch.nonzero_static(keep, size=n_keep).squeeze(1), n_keep
+
+
+def _check_label_range(op, labels, v, ignore_index):
+    """Raises on labels outside [0, V) that are not ``ignore_index``. One host sync."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= v))
+    _raise_if_bad(op, labels, bad, int(bad.sum()), v, ignore_index)
+
+
+def _raise_if_bad(op, labels, bad, n_bad, v, ignore_index):
     if n_bad:
         first = labels[bad][0].item()
         raise ValueError(f"{op}: labels must be in [0, {v}) or equal ignore_index={ignore_index}; "
                          f"found {n_bad} outside, e.g. {first}")
-    return torch.nonzero_static(keep, size=n_keep).squeeze(1), n_keep
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -325,46 +383,56 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
 
 @torch.library.custom_op("sslfast::cross_entropy", mutates_args=())
 def _ce_op(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, label_smoothing: float, z_loss: float,
-           reduction: str, backend: str, want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # logits (N, V), labels (N,) -> loss fp32 (() or (N,)); d loss_row / d logits (N, V) in the logits'
-    # dtype, or (0,) when no gradient is wanted; the mean's 1 / count (fp32 ()), applied in backward
+           reduction: str, backend: str, want_grad: bool, check_labels: bool
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # logits (N, V), labels (N,) -> loss fp32 (() or (N,)); when wanted, the gradient (N, V) in the logits'
+    # dtype (else (0,)); the part of its scale still to apply, fp32 () on the device. For mean/sum in 32-bit
+    # and bf16 the kernel has already applied the mean's 1/count (pending 1: the backward multiplies only by
+    # an upstream gradient other than 1); fp16 stores the unscaled gradient (1/count could push entries below
+    # fp16's smallest subnormal before a loss scale brings them back) and leaves 1/count pending
     n, v = logits.shape
-    indices, n_keep = _keep_rows("cross_entropy", labels, v, ignore_index)
-    kept_y = labels.index_select(0, indices)
-    m = indices.numel()
-    grad = _empty(logits)
-    if want_grad:  # the only N×V buffer: kept rows are written below, only the ignored ones are zeroed
-        grad = empty_output(logits.shape, dtype=logits.dtype, device=logits.device)
-        if n_keep < n:
-            ignored = torch.nonzero_static(labels == ignore_index, size=n - n_keep).squeeze(1)
-            grad.index_fill_(0, ignored, 0)
-    if backend == "triton":
-        losses, _, _ = _triton_rows(logits, indices, kept_y, label_smoothing, z_loss, want_grad,
+    grad = empty_output(logits.shape, dtype=logits.dtype, device=logits.device) if want_grad else _empty(logits)
+    fold = reduction != "none" and logits.dtype != torch.float16  # apply 1/count inside the pass
+    if backend == "triton":  # every row in one launch; ignored rows write zeros; no host sync unless checking
+        if check_labels:
+            _check_label_range("cross_entropy", labels, v, ignore_index)
+        count = (labels != ignore_index).sum().clamp_min(1).float()  # () on the device
+        inv_count = 1.0 / count if reduction == "mean" else torch.ones_like(count)
+        losses, _, _ = _triton_rows(logits, labels, ignore_index, label_smoothing, z_loss,
+                                    (inv_count if fold else torch.ones_like(count)).reshape(1) if want_grad else None,
                                     grad if want_grad else logits)
-    else:
-        losses = logits.new_empty(m, dtype=torch.float32)
-        step = _chunk_rows(v, logits.device)
-        for s in range(0, m, step):
-            rows = indices[s:s + step]
-            chunk = logits.index_select(0, rows).float()  # (c, V) fp32
-            loss, _, dlogits = _loss_and_dlogits(chunk, kept_y[s:s + step], label_smoothing, z_loss, want_grad)
-            losses[s:s + step] = loss
-            if want_grad:
-                grad.index_copy_(0, rows, dlogits.to(grad.dtype))
-    inv_count = logits.new_full((), 1.0 / max(n_keep, 1) if reduction == "mean" else 1.0, dtype=torch.float32)
+        pending = torch.ones_like(count) if fold or reduction == "none" else inv_count
+        return (losses if reduction == "none" else losses.sum() * inv_count), grad, pending
+    indices, n_keep = _keep_rows("cross_entropy", labels, v, ignore_index)
+    inv_count = 1.0 / max(n_keep, 1) if reduction == "mean" else 1.0
+    if want_grad and n_keep < n:  # the only N×V buffer: kept rows are written below, only ignored ones zeroed
+        ignored = torch.nonzero_static(labels == ignore_index, size=n - n_keep).squeeze(1)
+        grad.index_fill_(0, ignored, 0)
+    kept_y = labels.index_select(0, indices)
+    losses = logits.new_empty(indices.numel(), dtype=torch.float32)
+    step = _chunk_rows(v, logits.device)
+    for s in range(0, indices.numel(), step):
+        rows = indices[s:s + step]
+        chunk = logits.index_select(0, rows).float()  # (c, V) fp32
+        loss, _, dlogits = _loss_and_dlogits(chunk, kept_y[s:s + step], label_smoothing, z_loss,
+                                             (inv_count if fold else 1.0) if want_grad else None)
+        losses[s:s + step] = loss
+        if want_grad:
+            grad.index_copy_(0, rows, dlogits.to(grad.dtype))
+    pending = logits.new_full((), 1.0 if fold or reduction == "none" else inv_count, dtype=torch.float32)
     if reduction == "none":
-        return logits.new_zeros(n, dtype=torch.float32).index_copy_(0, indices, losses), grad, inv_count
-    return losses.sum() * inv_count, grad, inv_count
+        return logits.new_zeros(n, dtype=torch.float32).index_copy_(0, indices, losses), grad, pending
+    return losses.sum() * inv_count, grad, pending
 
 
 @_ce_op.register_fake
-def _(logits, labels, ignore_index, label_smoothing, z_loss, reduction, backend, want_grad):
+def _(logits, labels, ignore_index, label_smoothing, z_loss, reduction, backend, want_grad, check_labels):
     loss = logits.new_empty(() if reduction != "none" else (logits.shape[0],), dtype=torch.float32)
     return loss, torch.empty_like(logits) if want_grad else _empty(logits), logits.new_empty((), dtype=torch.float32)
 
 
 def _ce_setup_context(ctx, inputs, output):
-    ctx.reduction = inputs[5]
+    ctx.reduction, ctx.backend = inputs[5], inputs[6]
     ctx.mark_non_differentiable(*output[1:])
     ctx.set_materialize_grads(False)  # else autograd hands backward a zero-filled N×V tensor
     if torch.compiler.is_compiling() or type(output[1]) is not torch.Tensor:  # traced: stay functional
@@ -374,31 +442,40 @@ def _ce_setup_context(ctx, inputs, output):
         ctx.workspace = list(output[1:])
 
 
-def _ce_backward(ctx, grad_loss, _grad, _inv_count):
+def _ce_backward(ctx, grad_loss, _grad, _pending):
+    # the upstream gradient stays fp32 until the multiplication (a loss scale of 65536 overflows fp16)
     if ctx.workspace is None:
-        grad, inv_count = ctx.saved_tensors
-    elif ctx.workspace:
-        grad, inv_count = ctx.workspace
-        ctx.workspace.clear()
-    else:
+        grad, pending = ctx.saved_tensors
+        if ctx.reduction == "none":
+            return (grad * grad_loss[:, None]).to(grad.dtype), *[None] * 8
+        return grad * (grad_loss * pending), *[None] * 8
+    if not ctx.workspace:
         raise RuntimeError("cross_entropy: backward through the same graph a second time is not supported "
                            "(the gradient buffer is scaled in place and handed over); recompute the loss")
-    scale = grad_loss[:, None] if ctx.reduction == "none" else grad_loss * inv_count
-    if ctx.workspace is None:
-        return grad * scale.to(grad.dtype), None, None, None, None, None, None, None
-    return grad.mul_(scale.to(grad.dtype)), None, None, None, None, None, None, None
+    grad, pending = ctx.workspace
+    ctx.workspace.clear()
+    if ctx.reduction == "none":
+        return grad.mul_(grad_loss[:, None]), *[None] * 8
+    return _scale_unless_one(grad, grad_loss * pending, ctx.backend), *[None] * 8
 
 
 _ce_op.register_autograd(_ce_backward, setup_context=_ce_setup_context)
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100,
                   label_smoothing: float = 0.0, reduction: str = "mean", z_loss: float = 0.0,
-                  backend: str = "auto") -> torch.Tensor:
+                  backend: str = "auto", check_labels: bool = True) -> torch.Tensor:
     """``F.cross_entropy(logits.float(), labels, ...)`` (plus PaLM's z-loss) for callers holding logits.
 
-    One pass over the kept rows in fp32 chunks (no fp32 copy of the whole tensor); the gradient is
-    computed in that pass into one buffer of the logits' dtype. Same arguments as
+    One pass over the rows (fp32 whatever the logits' dtype, no fp32 copy of the whole tensor); the gradient,
+    already divided by the mean's count, is written in that pass into one buffer of the logits' dtype, and
+    ``loss.backward()`` hands it over without another pass over it (fp16 logits: the count and the upstream
+    gradient are applied together in the backward, so a loss scale acts before fp16 rounding, as in PyTorch). Same arguments as
     :func:`linear_cross_entropy`; ``logits`` (..., V), ``labels`` (...).
+
+    ``check_labels=False`` skips the label range check, the Triton path's only host synchronization: for
+    callers whose labels are valid by construction. A label outside ``[0, V)`` that is not ``ignore_index``
+    then gives a NaN loss (and NaN gradient row) instead of an error. The PyTorch path always checks (it
+    must count the kept rows on the host anyway).
     """
     op = "cross_entropy"
     check_tensor(op, "logits", logits, min_dim=1)
@@ -419,5 +496,5 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: i
     with torch.autocast(logits.device.type, enabled=False):  # the op computes in fp32 itself
         loss, *_ = _ce_op(flat if flat.stride(-1) == 1 else flat.contiguous(), flat_y, int(ignore_index),
                          float(label_smoothing), float(z_loss), reduction, name,
-                         torch.is_grad_enabled() and logits.requires_grad)
+                         torch.is_grad_enabled() and logits.requires_grad, bool(check_labels))
     return loss.reshape(lead) if reduction == "none" else loss
