@@ -1,6 +1,8 @@
 """Kernel self-checks: every Triton kernel variant against a float64 PyTorch reference on the machine at hand.
 
-A variant is (op, dtype, size class, flags) — what selects a separately compiled kernel. Each check runs the
+A variant is (op, dtype, size, flags): what ``auto`` looks up before it runs a kernel (the size is the exact
+head dim for the attention kernels, which compile one kernel per head dim). A check covers every kernel the
+variant's calls can compile (with and without a key mask, packed, both backward paths). Each check runs the
 kernel explicitly (``backend="triton"``) on fresh random inputs with odd sizes, padding holes and empty rows,
 forward and (where there is one) backward, and passes when its error against float64 is within twice the
 same-dtype PyTorch error (plus a small floor). ``python -m sslfast selftest`` runs them all (small and, without
@@ -12,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from typing import Callable, Optional
 
 import torch
 
+from sslfast._atomic import atomic_write_text
 from sslfast._dtypes import DTYPES
 
 __all__ = ["Variant", "variants", "run_variant", "selftest", "main"]
@@ -61,9 +65,11 @@ def _grads(fn, tensors, grad_out):
 # --- checks: each returns (error, allowed) ------------------------------------------------------------------
 
 def _check_attention(v: Variant, device, big: bool):
-    from sslfast.ops._philox import attention_dropout_keep, effective_dropout_p
-    from sslfast.ops.attention import attention_reference
-    from sslfast.ops.flash_attention import flash_attention, padded_sequence_table
+    """Every kernel the variant's calls can compile: padded with a key mask (holes, an empty row), padded
+    without one, packed (varlen, without dropout), and up to head-dim block 64 both backward paths (atomic dQ,
+    the default, and the deterministic dQ pass)."""
+    from sslfast.kernels.flash_attention_backward import dq_by_atomics
+    from sslfast.kernels.constants import head_dim_block
     dtype, d = DTYPES[v.dtype], int(v.size[1:])
     causal, dropout = "causal" in v.flags, "dropout" in v.flags
     b, h, sq, sk = (2, 4, 509, 517) if big else (2, 2, 37, 45)
@@ -75,16 +81,66 @@ def _check_attention(v: Variant, device, big: bool):
     mask = mask.to(device)
     grad_out = torch.randn(b, h, sq, d, generator=gen).to(device, dtype)
     p, seed = (0.2, 12345) if dropout else (0.0, None)
-    keep = attention_dropout_keep(seed, p, range(b), h, sq, sk).to(device) if dropout else None
-    seqs = padded_sequence_table(b, sq, sk, mask, device)
     seed_t = torch.tensor([seed], device=device) if dropout else None
-    ours = _grads(lambda *t: flash_attention(*t, seqs, key_mask=mask.view(torch.uint8), max_seqlen_q=sq,
-                                             max_seqlen_k=sk, packed=False, causal=causal, dropout_p=p,
-                                             seed=seed_t)[0], (q, k, vv), grad_out)
-    kw = dict(attention_mask=mask, causal=causal, dropout_mask=keep, dropout_p=effective_dropout_p(p))
+    floor = 1e-4 if dtype != torch.float32 else 1e-5
+    pairs = []
+    backward_paths = (False, True) if dq_by_atomics(head_dim_block(d), False) else (False,)
+    for key_mask, deterministic in [(m, det) for m in (mask, None) for det in backward_paths]:
+        pairs += _padded_attention_pairs(q, k, vv, grad_out, key_mask, causal, p, seed, seed_t, deterministic)
+    if not dropout:
+        pairs += _packed_attention_pairs(q, k, vv, grad_out, mask, causal)
+    return _compare(pairs, floor=floor)
+
+
+def _padded_attention_pairs(q, k, vv, grad_out, key_mask, causal, p, seed, seed_t, deterministic):
+    from sslfast.ops._philox import attention_dropout_keep, effective_dropout_p
+    from sslfast.ops.attention import attention_reference
+    from sslfast.ops.flash_attention import flash_attention, padded_sequence_table
+    b, h, sq, _ = q.shape
+    sk, device = k.shape[2], q.device
+    keep = attention_dropout_keep(seed, p, range(b), h, sq, sk).to(device) if p > 0 else None
+    seqs = padded_sequence_table(b, sq, sk, key_mask, device)
+    ours = _grads(lambda *t: flash_attention(
+        *t, seqs, key_mask=None if key_mask is None else key_mask.view(torch.uint8), max_seqlen_q=sq,
+        max_seqlen_k=sk, packed=False, causal=causal, dropout_p=p, seed=seed_t, deterministic=deterministic)[0],
+        (q, k, vv), grad_out)
+    kw = dict(attention_mask=key_mask, causal=causal, dropout_mask=keep, dropout_p=effective_dropout_p(p))
     ref = _grads(lambda *t: attention_reference(*t, **kw), [t.double() for t in (q, k, vv)], grad_out.double())
     base = _grads(lambda *t: attention_reference(*t, **kw), (q, k, vv), grad_out)
-    return _compare(zip(ours, base, ref), floor=1e-4 if dtype != torch.float32 else 1e-5)
+    return list(zip(ours, base, ref))
+
+
+def _packed_attention_pairs(q, k, vv, grad_out, mask, causal):
+    """The padded batch's real tokens packed (T, H, D) with lengths from ``mask``'s row sums (one empty-free
+    varlen batch), against per-sequence references."""
+    from sslfast.ops.attention import attention_reference
+    from sslfast.ops.flash_attention import flash_attention, packed_sequence_table
+    b, h, sq, d = q.shape
+    len_k = mask.sum(1).to(torch.int32)  # (B,)
+    len_q = torch.minimum(len_k, torch.full_like(len_k, sq)) if causal else torch.full_like(len_k, sq)
+    cu_q, cu_k = (torch.nn.functional.pad(n.cumsum(0, dtype=torch.int32), (1, 0)) for n in (len_q, len_k))
+    lq, lk = len_q.tolist(), len_k.tolist()
+
+    def pack(t, lengths):  # (B, H, S, D) -> (T, H, D): the first lengths[i] tokens of row i
+        return torch.cat([t[i, :, :n].transpose(0, 1) for i, n in enumerate(lengths)])
+
+    pq, pk, pv, pg = pack(q, lq), pack(k, lk), pack(vv, lk), pack(grad_out, lq)
+    seqs = packed_sequence_table(cu_q, cu_k)
+    ours = _grads(lambda *t: flash_attention(*t, seqs, max_seqlen_q=max(lq), max_seqlen_k=max(lk), packed=True,
+                                             causal=causal)[0], (pq, pk, pv), pg)
+
+    def reference(qq, kk, vvv):  # one sequence at a time
+        outs, q0, k0 = [], 0, 0
+        for nq, nk in zip(lq, lk):
+            one = (lambda t, lo, n: t[lo:lo + n].transpose(0, 1)[None])  # (1, H, L, D)
+            outs.append(attention_reference(one(qq, q0, nq), one(kk, k0, nk), one(vvv, k0, nk),
+                                            causal=causal)[0].transpose(0, 1))
+            q0, k0 = q0 + nq, k0 + nk
+        return torch.cat(outs)
+
+    ref = _grads(reference, [t.double() for t in (pq, pk, pv)], pg.double())
+    base = _grads(reference, (pq, pk, pv), pg)
+    return list(zip(ours, base, ref))
 
 
 def _check_vq_lookup(v: Variant, device, big: bool):
@@ -105,8 +161,9 @@ def _check_vq_lookup(v: Variant, device, big: bool):
 
 def _check_vq_stats(v: Variant, device, big: bool):
     from sslfast.ops.vq import vq_codebook_stats
-    dtype = DTYPES[v.dtype]
-    n, d, k = (65537, 64, 1031) if big else (257, 24, 67)
+    dtype, block_d = DTYPES[v.dtype], int(v.size[1:])
+    n, k = (65537, 1031) if big else (257, 67)
+    d = {16: 8, 32: 24, 64: 200}[block_d]  # a width the feature block does not divide (64: a looped row)
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(n, d, generator=gen).to(device, dtype)
     idx = torch.randint(0, k, (n,), generator=gen).to(device)
@@ -127,12 +184,15 @@ def _check_cross_entropy(v: Variant, device, big: bool):
     labels = torch.randint(0, vocab, (n,), generator=gen)
     labels[::3] = -100
     labels = labels.to(device)
-    ours = _grads(lambda t: cross_entropy(t, labels, backend="triton"), (logits,), torch.tensor(1.0, device=device))
-    ref = _grads(lambda t: torch.nn.functional.cross_entropy(t, labels), (logits.double(),),
-                 torch.tensor(1.0, device=device, dtype=torch.float64))
-    base = _grads(lambda t: torch.nn.functional.cross_entropy(t.float(), labels), (logits,),
-                  torch.tensor(1.0, device=device))
-    return _compare(zip(ours, base, ref), floor=1e-6)
+    pairs = []
+    for upstream in (1.0, 0.37):  # 1: the gradient is handed over untouched; else scaled in place on the device
+        grad_out = torch.tensor(upstream, device=device)
+        ours = _grads(lambda t: cross_entropy(t, labels, backend="triton", check_labels=upstream == 1.0), (logits,),
+                      grad_out)
+        ref = _grads(lambda t: torch.nn.functional.cross_entropy(t, labels), (logits.double(),), grad_out.double())
+        base = _grads(lambda t: torch.nn.functional.cross_entropy(t.float(), labels), (logits,), grad_out)
+        pairs += zip(ours, base, ref)
+    return _compare(pairs, floor=1e-6)
 
 
 def _check_linear_cross_entropy(v: Variant, device, big: bool):
@@ -145,12 +205,18 @@ def _check_linear_cross_entropy(v: Variant, device, big: bool):
     labels = torch.randint(0, vocab, (n,), generator=gen)
     labels[1::4] = -100
     labels = labels.to(device)
-    one = torch.tensor(1.0, device=device)
-    ours = _grads(lambda a, b: linear_cross_entropy(a, b, labels, backend="triton"), (h, w), one)
-    ref = _grads(lambda a, b: torch.nn.functional.cross_entropy(a @ b.t(), labels), (h.double(), w.double()),
-                 one.double())
-    base = _grads(lambda a, b: torch.nn.functional.cross_entropy((a @ b.t()).float(), labels), (h, w), one)
-    return _compare(zip(ours, base, ref), floor=1e-5)
+    pairs = []
+    # mean: 1/count applied inside the kernel; none: each row's upstream gradient applied inside the kernel
+    for reduction, grad_out in (("mean", torch.tensor(1.0, device=device)),
+                                ("none", torch.randn(n, generator=gen).to(device))):
+        f = torch.nn.functional.cross_entropy
+        ours = _grads(lambda a, b: linear_cross_entropy(a, b, labels, reduction=reduction, backend="triton"), (h, w),
+                      grad_out)
+        ref = _grads(lambda a, b: f(a @ b.t(), labels, reduction=reduction), (h.double(), w.double()),
+                     grad_out.double())
+        base = _grads(lambda a, b: f((a @ b.t()).float(), labels, reduction=reduction), (h, w), grad_out)
+        pairs += zip(ours, base, ref)
+    return _compare(pairs, floor=1e-5)
 
 
 def _check_kvcache(v: Variant, device, big: bool):
@@ -180,17 +246,18 @@ CHECKS: dict[str, Callable] = {"attention": _check_attention, "vq_lookup": _chec
 
 
 def variants(ops: Optional[list] = None) -> list[Variant]:
-    """Every kernel variant (each a separately compiled kernel), or those of ``ops``."""
+    """The variants ``python -m sslfast selftest`` checks (every op, dtype and block size; attention at the
+    common head dims 64 and 128), or those of ``ops``."""
     out = []
     for dtype in ("bf16", "fp16", "fp32"):
-        for d in (64, 128):
+        for d in (64, 128):  # the common head dims; any other is checked the first time it runs
             for flags in ("full", "causal", "full+dropout", "causal+dropout"):
                 out.append(Variant("attention", dtype, f"d{d}", flags))
             out.append(Variant("attention_with_kvcache", dtype, f"d{d}"))
-        for size in ("d64", "d128", "d64loop"):
+        for size in ("d16", "d32", "d64", "d128", "d64loop"):
             out.append(Variant("vq_lookup", dtype, size))
-        out += [Variant("vq_codebook_stats", dtype), Variant("cross_entropy", dtype),
-                Variant("linear_cross_entropy", dtype)]
+        out += [Variant("vq_codebook_stats", dtype, f"d{block}") for block in (16, 32, 64)]
+        out += [Variant("cross_entropy", dtype), Variant("linear_cross_entropy", dtype)]
     return [v for v in out if ops is None or v.op in ops]
 
 
@@ -198,6 +265,7 @@ def run_variant(v: Variant, device, big: bool = False) -> dict:
     """Run one check; a crash is a failure with its message."""
     start = time.perf_counter()
     device_type = torch.device(device).type
+    transient = False
     try:
         # the check may first run inside the caller's no_grad / inference_mode / autocast (an eval loop): it
         # needs its own gradients and dtypes, or a sound kernel would be recorded as failed
@@ -206,32 +274,44 @@ def run_variant(v: Variant, device, big: bool = False) -> dict:
         passed, message = math.isfinite(error) and error <= allowed, None
     except Exception as exc:  # a kernel that does not compile or launch fails its check
         error, allowed, passed, message = float("nan"), float("nan"), False, f"{type(exc).__name__}: {exc}"[:300]
+        transient = isinstance(exc, torch.OutOfMemoryError)  # the machine's state, not the kernel's fault
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     return {"variant": v.key, "op": v.op, "dtype": v.dtype, "size": v.size, "flags": v.flags,
             "shapes": "realistic" if big else "small", "max_error": error, "allowed": allowed, "passed": passed,
-            "seconds": round(time.perf_counter() - start, 3), "error": message}
+            "seconds": round(time.perf_counter() - start, 3), "error": message, "transient": transient}
 
 
-def selftest(device: str = "cuda", *, quick: bool = False, ops=None, json_path: Optional[str] = None,
-             progress=print) -> list[dict]:
-    """Check every variant (small shapes; realistic ones too unless ``quick``), record the results in the
-    validation cache, write them to ``json_path`` as they come. Returns the records."""
+def selftest(device: str = "cuda", *, quick: bool = False, ops=None, dtypes=None, json_path: Optional[str] = None,
+             resume: bool = False, progress=print) -> list[dict]:
+    """Check every variant (small shapes; realistic ones too unless ``quick``) of ``ops`` in ``dtypes`` (default:
+    all), record the results in the validation cache, write them to ``json_path`` as they come. ``resume`` keeps
+    the records already in ``json_path`` and checks only the rest (a run cut short). Returns the records."""
     from sslfast.ops import _validation
     records = []
+    if resume and json_path and os.path.isfile(json_path):
+        with open(json_path) as f:
+            records = json.load(f)["records"]
+    done = {(r["variant"], r["shapes"]) for r in records}
     for v in variants(ops):
+        if dtypes and v.dtype not in dtypes:
+            continue
         for big in ((False,) if quick else (False, True)):
+            if (v.key, "realistic" if big else "small") in done:
+                continue
             record = run_variant(v, device, big)
             records.append(record)
             progress(f"{'ok  ' if record['passed'] else 'FAIL'} {record['variant']:<44} {record['shapes']:<9} "
                      f"error {record['max_error']:.2e} (allowed {record['allowed']:.2e}) {record['seconds']:.2f}s"
                      + (f"  {record['error']}" if record["error"] else ""))
-            if json_path:
-                with open(json_path, "w") as f:
-                    json.dump({"platform": _validation.platform_key(torch.device(device)), "records": records}, f,
-                              indent=1)
+            if json_path:  # atomically: a run killed mid-write keeps the previous file
+                atomic_write_text(json_path, json.dumps({"platform": _validation.platform_key(torch.device(device)),
+                                                         "records": records}, indent=1, default=str))
         results = [r for r in records if r["variant"] == v.key]
-        _validation.remember(v.key, all(r["passed"] for r in results), torch.device(device), results[-1])
+        if not results:
+            continue
+        _validation.remember(v.key, all(r["passed"] for r in results), torch.device(device),
+                             dict(results[-1], transient=any(r["transient"] for r in results)))
     return records
 
 
@@ -241,7 +321,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--quick", action="store_true", help="small shapes only")
     parser.add_argument("--ops", nargs="+", choices=sorted(CHECKS), help="only these ops")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), help="only these dtypes")
     parser.add_argument("--json", metavar="PATH", help="write the records here (rewritten after each)")
+    parser.add_argument("--resume", action="store_true", help="keep the records already in --json, check the rest")
     args = parser.parse_args(argv)
     from sslfast.ops._dispatch import triton_interpreted
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -251,7 +333,8 @@ def main(argv=None) -> int:
         print("sslfast selftest: --device cpu runs the kernels through the interpreter: set TRITON_INTERPRET=1",
               file=sys.stderr)
         return 2
-    records = selftest(args.device, quick=args.quick or args.device == "cpu", ops=args.ops, json_path=args.json)
+    records = selftest(args.device, quick=args.quick or args.device == "cpu", ops=args.ops, dtypes=args.dtypes,
+                       json_path=args.json, resume=args.resume)
     failed = [r["variant"] for r in records if not r["passed"]]
     print(f"sslfast selftest: {len(records) - len(failed)}/{len(records)} passed" +
           (f"; failed: {', '.join(sorted(set(failed)))}" if failed else ""))

@@ -35,7 +35,8 @@ def test_padded_matches_float64_on_gpu(sq, sk, d, dtype, causal, deterministic, 
     mask = padding_with_holes(b, sk)
     grad_out = torch.randn(b, h, sq, d, device="cuda").to(dtype)
     kw = dict(attention_mask=mask, causal=causal)
-    ours = fwd_bwd(lambda *t: attention(*t, **kw, deterministic=deterministic), (q, k, v), grad_out)  # auto
+    ours = fwd_bwd(lambda *t: attention(*t, **kw, deterministic=deterministic, backend="triton"), (q, k, v),
+                   grad_out)
     ref = fwd_bwd(lambda *t: attention_reference(*t, **kw), [t.double() for t in (q, k, v)], grad_out.double())
     same_dtype = fwd_bwd(lambda *t: attention_reference(*t, **kw), (q, k, v), grad_out)
     floor = 1e-5 if dtype == torch.float32 else torch.finfo(dtype).eps / 2
@@ -54,7 +55,8 @@ def test_varlen_matches_per_sequence_float64_on_gpu(causal, seed):
     q = torch.randn(int(cu_q[-1]), h, d, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(int(cu_k[-1]), h, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     grad_out = torch.randn_like(q)
-    ours = fwd_bwd(lambda *t: varlen_attention(*t, cu_q, cu_k, int(len_q.max()), int(len_k.max()), causal=causal),
+    ours = fwd_bwd(lambda *t: varlen_attention(*t, cu_q, cu_k, int(len_q.max()), int(len_k.max()), causal=causal,
+                                                    backend="triton"),
                    (q, k, v), grad_out)
 
     reference = per_sequence_attention_reference(cu_q, cu_k, causal)
@@ -86,7 +88,7 @@ def test_dropout_matches_the_host_philox_mask_on_gpu(dtype, seed):
 def test_deterministic_backward_is_bitwise_reproducible_on_gpu(seed):
     q, k, v = (torch.randn(2, 8, 2048, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     grad_out = torch.randn_like(q)
-    fn = (lambda *t: attention(*t, causal=True, deterministic=True))
+    fn = (lambda *t: attention(*t, causal=True, deterministic=True, backend="triton"))
     first, second = fwd_bwd(fn, (q, k, v), grad_out), fwd_bwd(fn, (q, k, v), grad_out)
     for name, x, y in zip(GRADS, first, second):
         assert torch.equal(x, y), name
@@ -95,7 +97,7 @@ def test_deterministic_backward_is_bitwise_reproducible_on_gpu(seed):
 def test_long_sequence_matches_sdpa_flash(seed):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     q, k, v = (torch.randn(1, 16, 16384, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    ours = attention(q, k, v, causal=True)
+    ours = attention(q, k, v, causal=True, backend="triton")
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         theirs = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert torch.isfinite(ours).all()
@@ -107,10 +109,30 @@ def test_addresses_beyond_2_31_elements(seed):
     b, s, h, d = 5, 2 ** 16 + 3, 64, 128
     q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2) for _ in range(3))
     assert q.numel() > 2 ** 31
-    out = attention(q, k, v)
+    out = attention(q, k, v, backend="triton")
     tail = slice(s - 64, s)
     want = torch.nn.functional.scaled_dot_product_attention(q[-1:, :, tail], k[-1:], v[-1:])
     assert (out[-1:, :, tail].float() - want.float()).abs().max().item() < 2e-2
     cu = torch.arange(0, (b + 1) * s, s, device="cuda", dtype=torch.int32)
-    packed = varlen_attention(*(t.transpose(1, 2).reshape(b * s, h, d) for t in (q, k, v)), cu, cu, s, s)
+    packed = varlen_attention(*(t.transpose(1, 2).reshape(b * s, h, d) for t in (q, k, v)), cu, cu, s, s,
+                              backend="triton")
     assert (packed[-64:].float() - want[0].transpose(0, 1).float()).abs().max().item() < 2e-2
+
+
+def test_auto_runs_the_kernel_once_it_passed_its_check_and_compiles_whole(tmp_path, monkeypatch, seed):
+    """``auto`` checks the variant on first use, records it, then runs the very kernel ``backend="triton"`` runs;
+    under torch.compile(fullgraph=True) the decision is taken while tracing (no graph break)."""
+    import json
+
+    from sslfast.ops import _validation
+    monkeypatch.setenv("SSLFAST_CACHE", str(tmp_path))
+    monkeypatch.setattr(_validation, "_results", {})
+    b, h, s, d = 4, 4, 128, 64
+    q, k, v = (torch.randn(b, h, s, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    mask = padding_with_holes(b, s)
+    auto = attention(q, k, v, attention_mask=mask)
+    stored = json.loads(open(_validation.cache_file(q.device)).read())
+    assert stored["attention/bf16/d64/full"]["passed"], stored
+    assert torch.equal(auto, attention(q, k, v, attention_mask=mask, backend="triton"))
+    compiled = torch.compile(lambda *t: attention(*t, attention_mask=mask), backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(q, k, v), auto)

@@ -20,9 +20,11 @@ needs_interpreter = pytest.mark.skipif(not (sslfast.available_backends()["triton
 
 @needs_interpreter
 @pytest.mark.parametrize("variant", [Variant("cross_entropy", "fp32"), Variant("linear_cross_entropy", "fp16"),
-                                     Variant("vq_lookup", "fp32", "d64"), Variant("vq_codebook_stats", "bf16"),
+                                     Variant("vq_lookup", "fp32", "d64"), Variant("vq_codebook_stats", "bf16", "d32"),
+                                     Variant("vq_codebook_stats", "fp32", "d64"),
                                      Variant("attention_with_kvcache", "fp32", "d64"),
-                                     Variant("attention", "fp32", "d64", "causal+dropout")],
+                                     Variant("attention", "fp32", "d64", "causal+dropout"),
+                                     Variant("attention", "fp16", "d40", "causal")],
                          ids=lambda v: v.key)
 def test_checks_pass_on_the_interpreted_kernels(variant):
     record = run_variant(variant, "cpu")
@@ -66,7 +68,7 @@ def test_validation_cache_runs_each_check_once_and_warns_once_for_a_failed_varia
         return {"passed": variant.dtype == "fp32", "max_error": 0.5, "allowed": 0.01, "error": None}
     device = torch.device("cpu")
     assert _validation.kernel_allowed("cross_entropy", torch.float32, "", "", device, check=check)
-    with pytest.warns(UserWarning, match="cross_entropy/bf16 failed its self-check.*PyTorch path"):
+    with pytest.warns(UserWarning, match="cross_entropy/bf16: it failed its self-check.*PyTorch path"):
         assert not _validation.kernel_allowed("cross_entropy", torch.bfloat16, "", "", device, check=check)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second time: no check, no warning
@@ -79,7 +81,47 @@ def test_validation_cache_runs_each_check_once_and_warns_once_for_a_failed_varia
     assert calls == ["cross_entropy/fp32", "cross_entropy/bf16"]
     monkeypatch.setenv("SSLFAST_VALIDATE_KERNELS", "0")
     assert _validation.kernel_allowed("cross_entropy", torch.bfloat16, "", "", device, check=check)
-    assert "torch" in _validation.platform_key(device) and "triton" in _validation.platform_key(device)
+    key = _validation.platform_key(device)
+    assert "torch" in key and "triton" in key and _validation.kernel_sources_hash() in key
+
+
+def test_a_check_that_could_not_run_is_not_cached_on_disk(tmp_path, monkeypatch):
+    """Out of memory says nothing about the kernel: the next process checks the variant again."""
+    monkeypatch.setenv("SSLFAST_CACHE", str(tmp_path))
+    monkeypatch.setattr(_validation, "_results", {})
+    monkeypatch.setattr(_validation, "_warned", set())
+
+    def out_of_memory(v, device, big):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    import sslfast.selftest as st
+    monkeypatch.setitem(st.CHECKS, "cross_entropy", out_of_memory)
+    device = torch.device("cpu")
+    with pytest.warns(UserWarning, match="out of memory"):
+        assert not _validation.kernel_allowed("cross_entropy", torch.float32, "", "", device,
+                                              check=lambda v, d: run_variant(v, d))
+    assert not os.path.exists(_validation.cache_file(device))
+    monkeypatch.setattr(_validation, "_results", {})  # a new process
+    assert _validation.kernel_allowed("cross_entropy", torch.float32, "", "", device,
+                                      check=lambda v, d: {"passed": True, "error": None})
+
+
+def test_the_decision_is_made_once_while_compiling_without_a_graph_break(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLFAST_CACHE", str(tmp_path))
+    monkeypatch.setattr(_validation, "_results", {})
+    calls = []
+
+    def check(variant, device):
+        calls.append(variant.key)
+        return {"passed": True, "error": None}
+
+    def fn(x):
+        if _validation.kernel_allowed("cross_entropy", x.dtype, "", "", x.device, check=check):
+            return x + 1
+        return x - 1
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(torch.zeros(3)), torch.ones(3))
+    assert torch.equal(compiled(torch.zeros(3)), torch.ones(3))
+    assert calls == ["cross_entropy/fp32"]
 
 
 def test_every_op_with_a_kernel_has_variants():
@@ -95,9 +137,11 @@ def test_selftest_command_writes_its_table_and_json(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sslfast", "selftest", "--device", "cpu", "--ops", "vq_codebook_stats",
                            "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
-    assert "3/3 passed" in proc.stdout
+    assert "9/9 passed" in proc.stdout
     records = json.loads(out.read_text())["records"]
-    assert [r["dtype"] for r in records] == ["bf16", "fp16", "fp32"] and all(r["passed"] for r in records)
+    assert [(r["dtype"], r["size"]) for r in records] == [(t, f"d{b}") for t in ("bf16", "fp16", "fp32")
+                                                           for b in (16, 32, 64)]
+    assert all(r["passed"] for r in records)
     proc = subprocess.run([sys.executable, "-m", "sslfast", "selftest", "--device", "cpu"], cwd=REPO,
                           env={**env, "TRITON_INTERPRET": "0"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "TRITON_INTERPRET=1" in proc.stderr

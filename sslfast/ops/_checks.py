@@ -25,12 +25,16 @@ def check_same_device(op: str, **tensors) -> None:
         raise ValueError(f"{op}: all tensors must be on the same device, got {listed}")
 
 
-def check_finite(op: str, name: str, t: torch.Tensor) -> None:
-    """Raise if ``t`` holds NaN or Inf: one fp32 sum (no input-sized temporary) and one host sync.
+def check_finite(op: str, **tensors: torch.Tensor) -> None:
+    """Raise if any of ``tensors`` (name=tensor) holds NaN or Inf: one fp32 sum each (no input-sized
+    temporary) and one host sync for all of them.
 
     A non-finite sum is confirmed element-wise, so a huge but finite input is not rejected.
     """
-    if not t.numel():
+    named = [(name, t) for name, t in tensors.items() if t.numel()]
+    if not named:
         return
-    if not bool(torch.isfinite(t.sum(dtype=torch.float32))) and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{op}: {name} contains NaN or Inf")
+    finite = torch.isfinite(torch.stack([t.sum(dtype=torch.float32) for _, t in named])).tolist()
+    for ok, (name, t) in zip(finite, named):
+        if not ok and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{op}: {name} contains NaN or Inf")

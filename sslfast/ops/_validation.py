@@ -1,14 +1,21 @@
 """Which Triton kernel variants ``backend="auto"`` may run on this GPU: those that passed their self-check
-(:mod:`sslfast.selftest`) on this device with this triton, torch and sslfast.
+(:mod:`sslfast.selftest`) on this device with this triton, torch and these kernel sources.
 
 The first time a variant is about to run on a machine, its check runs once on small random inputs (a second
 or two, compilation included) and the result is cached on disk under ``<cache_root>/selftest/<platform>.json``
 (``sslfast.data.cache_root``: ``$SSLFAST_CACHE`` or ``~/.cache/sslfast``). A variant that failed is replaced
 by the PyTorch path with one warning naming it and the error. ``SSLFAST_VALIDATE_KERNELS=0`` turns the checks
 off (every kernel runs); an explicit ``backend="triton"`` always runs the kernel.
+
+A check that could not run for reasons outside the kernel (out of memory) is not written to disk, and none
+runs during CUDA-graph capture (the PyTorch path is used until the variant is checked outside a capture, e.g.
+by ``python -m sslfast selftest``). Under ``torch.compile`` the decision is made once, while tracing.
 """
 from __future__ import annotations
 
+import functools
+import glob
+import hashlib
 import json
 import os
 import re
@@ -41,8 +48,27 @@ def platform_key(device: torch.device) -> str:
         name = f"{torch.cuda.get_device_name(device)}-sm{major}{minor}"
     else:
         name = "cpu-interpreter"
-    raw = f"{name}-torch{torch.__version__}-triton{triton_version}-sslfast{sslfast.__version__}"
+    raw = (f"{name}-torch{torch.__version__}-triton{triton_version}-sslfast{sslfast.__version__}"
+           f"-src{kernel_sources_hash()}")
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", raw)
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_sources_hash() -> str:
+    """Short hash of the Triton kernels, their launchers and the checks: editing any of them invalidates the
+    cached results (the package version alone would not)."""
+    import importlib
+
+    import sslfast
+    kernels = importlib.import_module("sslfast.kernels")  # this checkout's kernels/ (see sslfast._extension)
+    files = sorted(glob.glob(os.path.join(os.path.dirname(kernels.__file__), "*.py")))
+    files += sorted(glob.glob(os.path.join(os.path.dirname(__file__), "*.py")))
+    files.append(os.path.join(os.path.dirname(sslfast.__file__), "selftest.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            digest.update(os.path.basename(path).encode() + b"\0" + f.read())
+    return digest.hexdigest()[:12]
 
 
 def cache_file(device: torch.device) -> str:
@@ -61,17 +87,21 @@ def _load(device: torch.device) -> dict:
 
 
 def remember(variant: str, passed: bool, device: torch.device, record: Optional[dict] = None) -> None:
-    """Record a variant's result for this platform (in memory and on disk)."""
+    """Record a variant's result for this platform (in memory; on disk unless the check could not run for
+    reasons outside the kernel: ``record["transient"]``)."""
     with _lock:
         known = _load(device)
         known[variant] = {"passed": bool(passed), **({k: v for k, v in (record or {}).items()
                                                      if k in ("max_error", "allowed", "error", "shapes")})}
+        if (record or {}).get("transient"):
+            return
         try:
             atomic_write_text(cache_file(device), json.dumps(known, indent=1, default=str))
         except OSError:
             pass  # a read-only cache: the result still holds for this process
 
 
+@torch._dynamo.assume_constant_result  # torch.compile: decided once while tracing, no graph break
 def kernel_allowed(op: str, dtype: torch.dtype, size: str, flags: str, device: torch.device,
                    check: Optional[Callable] = None) -> bool:
     """True when variant (op, dtype, size, flags) passed its self-check on ``device``'s platform (checking it
@@ -84,15 +114,23 @@ def kernel_allowed(op: str, dtype: torch.dtype, size: str, flags: str, device: t
     from sslfast.selftest import Variant, run_variant
     variant = Variant(op, dtype_name(dtype), size, flags)
     known = _load(device).get(variant.key)
+    if known is None and device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        _warn_once(variant.key, "it has not been checked on this GPU yet and cannot be during CUDA-graph capture")
+        return False
     if known is None:
         record = (check or run_variant)(variant, device)
         remember(variant.key, record["passed"], device, record)
         known = _load(device)[variant.key]
     if known["passed"]:
         return True
-    if variant.key not in _warned:
-        _warned.add(variant.key)
-        warnings.warn(f"sslfast: the Triton kernel {variant.key} failed its self-check on this GPU "
-                      f"({known.get('error') or 'error %.2e > allowed %.2e' % (known.get('max_error', float('nan')), known.get('allowed', float('nan')))}); "
-                      f"using the PyTorch path instead (python -m sslfast selftest shows every variant)", stacklevel=3)
+    error = known.get("error") or "error %.2e > allowed %.2e" % (known.get("max_error", float("nan")),
+                                                                 known.get("allowed", float("nan")))
+    _warn_once(variant.key, f"it failed its self-check on this GPU ({error})")
     return False
+
+
+def _warn_once(variant: str, why: str) -> None:
+    if variant not in _warned:
+        _warned.add(variant)
+        warnings.warn(f"sslfast: not running the Triton kernel {variant}: {why}; using the PyTorch path instead "
+                      f"(python -m sslfast selftest checks every variant)", stacklevel=4)

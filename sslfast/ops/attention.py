@@ -125,8 +125,7 @@ def _use_kernel(op, backend, q, causal, dropout_p) -> bool:
     if q.dtype == torch.float32:
         return False
     flags = ("causal" if causal else "full") + ("+dropout" if dropout_p > 0 else "")
-    return kernel_allowed("attention", q.dtype, f"d{64 if q.shape[-1] <= 64 else 128 if q.shape[-1] <= 128 else 256}",
-                          flags, q.device)
+    return kernel_allowed("attention", q.dtype, f"d{q.shape[-1]}", flags, q.device)  # one kernel per head dim
 
 
 def _check_dropout(op, p):

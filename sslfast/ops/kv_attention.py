@@ -214,15 +214,14 @@ def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     """
     _validate(q, k_cache, v_cache, cache_seqlens, k_new, v_new, scale)
     if check_capacity and q.shape[0]:
-        needed = int((cache_seqlens.max() + (q.shape[1] if k_new is not None else 0)).item())
-        low = int(cache_seqlens.min().item())
+        longest, low = torch.stack([cache_seqlens.max(), cache_seqlens.min()]).tolist()  # one host sync
+        needed = longest + (q.shape[1] if k_new is not None else 0)
         if low < 0 or needed > k_cache.shape[1]:
             raise ValueError(f"attention_with_kvcache: cache_seqlens must be >= 0 and leave room for the new keys: "
                              f"needs {needed} positions, the cache has {k_cache.shape[1]}")
     name = resolve_backend("attention_with_kvcache", backend, q.device, ("triton", "torch"))
     if name == "triton" and backend == "auto":
-        from sslfast.kernels.constants import head_dim_block
-        if not kernel_allowed("attention_with_kvcache", q.dtype, f"d{head_dim_block(q.shape[-1])}", "", q.device):
+        if not kernel_allowed("attention_with_kvcache", q.dtype, f"d{q.shape[-1]}", "", q.device):  # per head dim
             name = "torch"
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_new, v_new, k_cache, v_cache)):

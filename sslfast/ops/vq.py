@@ -89,7 +89,7 @@ def vq_lookup(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "auto",
         codebook: (K, D), same dtype and device as ``x``.
         backend: ``"auto"`` (Triton on CUDA tensors, C++ on CPU), ``"triton"``, ``"cpp"`` or ``"torch"``
             (the plain reference).
-        check_finite_inputs: raise on NaN/Inf in ``x`` or ``codebook`` (one reduction and one host sync).
+        check_finite_inputs: raise on NaN/Inf in ``x`` or ``codebook`` (one sum each, one host sync).
 
     Returns:
         ``indices`` int64 (...) of the nearest code (ties: lowest index) and ``sqdist`` float32 (...),
@@ -97,8 +97,7 @@ def vq_lookup(x: torch.Tensor, codebook: torch.Tensor, *, backend: str = "auto",
     """
     _validate_lookup(x, codebook)
     if check_finite_inputs:
-        check_finite("vq_lookup", "x", x)
-        check_finite("vq_lookup", "codebook", codebook)
+        check_finite("vq_lookup", x=x, codebook=codebook)
     name = resolve_backend("vq_lookup", backend, x.device, _LOOKUP_BACKENDS)
     if name == "triton" and backend == "auto":
         from sslfast.kernels.vq_lookup import lookup_block_d
@@ -176,7 +175,10 @@ def vq_codebook_stats(x: torch.Tensor, indices: torch.Tensor, num_codes: int, *,
         if lo < 0 or hi >= num_codes:
             raise ValueError(f"{op}: indices must be in [0, {num_codes}), got values in [{lo}, {hi}]")
     name = resolve_backend(op, backend, x.device, ("triton", "torch"))
-    if name == "triton" and backend == "auto" and not kernel_allowed(op, x.dtype, "", "", x.device):
-        name = "torch"
+    if name == "triton" and backend == "auto":
+        from sslfast.kernels.vq_lookup import stats_launch_config
+        block_d = stats_launch_config(x.shape[-1], False)["BLOCK_D"]  # one kernel per feature block
+        if not kernel_allowed(op, x.dtype, f"d{block_d}", "", x.device):
+            name = "torch"
     flat = x.reshape(-1, x.shape[-1]).contiguous()
     return _vq_stats_op(flat, indices.reshape(-1).contiguous(), int(num_codes), name)
