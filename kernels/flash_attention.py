@@ -165,6 +165,13 @@ def strides(*prefixes: str) -> tuple[str, ...]:
     return tuple(f"stride_{p}{axis}" for p in prefixes for axis in ("b", "t", "h"))
 
 
+def runtime_values(masked: bool = False, dropout: bool = False) -> dict:
+    """Representative values of the integer arguments whose specialisation is known (``sslfast.aot``): the
+    statistics (lse, delta) are contiguous along tokens (stride 1, a constant to Triton); without a key mask
+    its stride is passed as 0, without dropout the threshold is 0 (both divisible by 16)."""
+    return {"stride_lt": 1, "stride_mb": 16 if masked else 0, "drop_threshold": 17 if dropout else 0}
+
+
 def aot_configs():
     """The forward configurations the launcher picks on a GPU, for the sm_90 compile check (attention is not
     tuned for sm_80): each table entry with its lightest and heaviest flags (plain, causal + key mask; dropout
@@ -186,5 +193,5 @@ def aot_configs():
                 kernel=flash_attention_fwd_kernel, name=f"flash_attention_fwd_{dtype}_d{head_dim}{tag}", signature=sig,
                 constexprs=dict(CAUSAL=causal, HAS_KEY_MASK=masked, DROPOUT=dropout, HEAD_DIM=head_dim,
                                 BLOCK_D=block_d, INPUT_PRECISION="ieee", **launch),
-                options=options, archs=AOT_ARCHS))
+                options=options, archs=AOT_ARCHS, values=runtime_values(masked, dropout)))
     return configs

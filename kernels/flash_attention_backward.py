@@ -304,7 +304,7 @@ def aot_configs():
     """The backward configurations the launcher picks on a GPU, for the sm_90 compile check (attention is not
     tuned for sm_80): each table entry with its lightest and heaviest flags (plain, causal + key mask; dropout
     adds the Philox draws)."""
-    from .flash_attention import AOT_ARCHS, AOT_CASES, _signature, strides
+    from .flash_attention import AOT_ARCHS, AOT_CASES, _signature, runtime_values, strides
     configs = []
     for dtype, head_dim in AOT_CASES:
         ptr = f"*{dtype}"
@@ -315,7 +315,8 @@ def aot_configs():
             signature=_signature({"O": ptr, "DO": ptr, "DELTA": "*fp32", "SEQS": "*i32"},
                                  strides("o", "g", "l") + ("num_heads",), ()),
             constexprs=dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=pre["BLOCK_M"]),
-            options={"num_warps": pre["num_warps"], "num_stages": pre["num_stages"]}, archs=AOT_ARCHS))
+            options={"num_warps": pre["num_warps"], "num_stages": pre["num_stages"]}, archs=AOT_ARCHS,
+            values=runtime_values()))
         kinds = ("dkdv", "dq") + (("dkdv_atomic",) if block_d <= ATOMIC_DQ_MAX_BLOCK_D else ())
         for kind in kinds:
             for causal, masked, dropout in ((False, False, False), (True, True, False), (False, False, True),
@@ -340,5 +341,5 @@ def aot_configs():
                     kernel=kernel, name=f"flash_attention_bwd_{kind}_{dtype}_d{head_dim}{tag}",
                     signature=_signature(ptrs, ints, ("scale", "drop_scale")),
                     constexprs=dict(**flags, HEAD_DIM=head_dim, BLOCK_D=block_d, INPUT_PRECISION="ieee", **launch),
-                    options=options, archs=AOT_ARCHS))
+                    options=options, archs=AOT_ARCHS, values=runtime_values(masked, dropout)))
     return configs

@@ -61,19 +61,41 @@ def _ptxas_usage(ptx: str, arch: int) -> dict:
             "spill_loads": int(spill_ld.group(1)) if spill_ld else 0}
 
 
-def runtime_attrs(fn, cfg: dict) -> dict:
-    """The specialisation a launch on real tensors gets: Triton marks every pointer to a 16-byte aligned
-    allocation, and every integer divisible by 16, with ``tt.divisibility = 16`` (wider loads, other register
-    use). Pointers are aligned and strides divisible by 16 whenever rows hold a multiple of 16 elements (head
-    dims 64/128, hidden sizes), so that variant is what the tables must keep spill-free; ``cfg["unaligned"]``
-    lists arguments that are not."""
-    attrs = {}
+def _int_specialization(value: int) -> str:
+    """What Triton's launcher makes of an integer argument: "1" (a compile-time constant), "D" (divisible by 16)
+    or "" (Triton's own rule where this triton exposes it)."""
+    try:
+        from triton.backends.compiler import BaseBackend
+        from triton.runtime.jit import native_specialize_impl
+        kind, spec = native_specialize_impl(BaseBackend, value, False, True, True)
+        return "1" if kind == "constexpr" else spec
+    except (ImportError, TypeError):
+        return "1" if value == 1 else "D" if value % 16 == 0 else ""
+
+
+def runtime_specialization(fn, cfg: dict) -> tuple[dict, dict]:
+    """The specialisation a launch on real tensors gets, as (``attrs``, integer arguments turned constant).
+    Triton marks every pointer to a 16-byte aligned allocation, and every integer divisible by 16, with
+    ``tt.divisibility = 16`` (wider loads, other register use), and compiles an integer equal to 1 as a constant.
+    Pointers are aligned and strides divisible by 16 whenever rows hold a multiple of 16 elements (head dims
+    64/128, hidden sizes), so that is what the tables must keep spill-free. ``cfg["values"]`` gives the
+    representative value of an integer argument (default: 16 for strides, 17 for other integers);
+    ``cfg["unaligned"]`` lists pointers that are not aligned."""
+    attrs, ones = {}, {}
     for name, kind in cfg["signature"].items():
-        if name in cfg.get("unaligned", ()) or name in cfg["constexprs"]:
+        if name in cfg["constexprs"]:
             continue
-        if kind.startswith("*") or (kind in ("i32", "i64") and name.startswith("stride")):
+        if kind.startswith("*"):
+            spec = "" if name in cfg.get("unaligned", ()) else "D"
+        elif kind in ("i32", "i64"):
+            spec = _int_specialization(cfg.get("values", {}).get(name, 16 if name.startswith("stride") else 17))
+        else:
+            continue
+        if spec == "1":
+            ones[name] = 1
+        elif spec == "D":
             attrs[(fn.arg_names.index(name),)] = [["tt.divisibility", 16]]
-    return attrs
+    return attrs, ones
 
 
 def compile_config(cfg: dict, arch: int) -> dict:
@@ -83,7 +105,9 @@ def compile_config(cfg: dict, arch: int) -> dict:
     from triton.compiler import ASTSource
 
     fn = _as_jit_function(cfg["kernel"])
-    src = ASTSource(fn, cfg["signature"], cfg["constexprs"], attrs=runtime_attrs(fn, cfg))
+    attrs, ones = runtime_specialization(fn, cfg)
+    signature = {name: "constexpr" if name in ones else kind for name, kind in cfg["signature"].items()}
+    src = ASTSource(fn, signature, {**cfg["constexprs"], **ones}, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(cfg.get("options", {})))
     record = {"name": cfg["name"], "arch": f"sm_{arch}", "shared_bytes": compiled.metadata.shared,
               "uses_wgmma": "wgmma" in compiled.asm["ptx"]}
