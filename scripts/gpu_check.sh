@@ -3,15 +3,16 @@
 # preinstalled; no package registry): nothing is installed, the source tree is used through PYTHONPATH (no C++
 # extension needed), and the Triton kernels run compiled (TRITON_INTERPRET=0).
 #
-#   bash scripts/gpu_check.sh                 # all stages, at most 9 minutes (the stage limits add up to 540 s)
+#   bash scripts/gpu_check.sh                 # all stages, at most 9 minutes (stage limits + kill grace: 540 s)
 #   bash scripts/gpu_check.sh --stage bench   # continue from a stage (env selftest tests bench tune sanitizer);
-#                                             # bench and tune keep the rows already in their JSON
+#                                             # selftest, bench and tune keep the rows already in their JSON
 #   bash scripts/gpu_check.sh --only tune     # one stage
 #
 # Each stage has its own time limit and writes its results into $SSLFAST_GPU_OUT (default: $OUT, else
 # ./gpu-out) as it goes, so a stage cut short loses only itself. At most 8 files are written (what a device
 # run brings back): env.json selftest.json tests.log bench.json bench.png tune.json sanitizer.log summary.log.
-# Then `bash scripts/gpu_commit.sh <that folder>` files them under benchmarks/results/.
+# Then `bash scripts/gpu_commit.sh <that folder>` files them under benchmarks/results/. The exit code is 0 only
+# when every stage that ran exited 0 (a stage cut short by its limit exits 124: rerun with --stage).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEST=${SSLFAST_GPU_OUT:-${OUT:-$PWD/gpu-out}}
@@ -29,13 +30,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$DEST/summary.log"; }
-run_stage() {  # name, seconds, command...
+FAILED=()
+run_stage() {  # name, seconds, command...  (TERM at the limit, KILL 5 s later)
   local name=$1 limit=$2; shift 2
   log "stage $name (limit ${limit}s): $*"
   local start=$SECONDS
-  timeout --signal=TERM --kill-after=15 "$limit" "$@"
+  timeout --signal=TERM --kill-after=5 "$limit" "$@"
   local rc=$?
   log "stage $name: exit $rc after $((SECONDS - start))s"
+  [ $rc = 0 ] || FAILED+=("$name:$rc")
   return 0
 }
 started=0
@@ -45,29 +48,38 @@ for stage in "${STAGES[@]}"; do
   [ -n "$ONLY" ] && [ "$stage" != "$ONLY" ] && continue
   case $stage in
     env)
-      nvidia-smi -L 2>&1 | tee -a "$DEST/summary.log"
-      run_stage env 30 python3 -m sslfast.bench.environment --device cuda --json "$DEST/env.json" ;;
+      run_stage env 20 bash -c "timeout 10 nvidia-smi -L 2>&1 | tee -a '$DEST/summary.log'; \
+        python3 -m sslfast.bench.environment --device cuda --json '$DEST/env.json'" ;;
     selftest)  # every kernel variant at small and realistic shapes vs the PyTorch reference; fills the cache
-      run_stage selftest 120 python3 -m sslfast selftest --device cuda --json "$DEST/selftest.json" ;;
+      run_stage selftest 115 python3 -m sslfast selftest --device cuda --json "$DEST/selftest.json" --resume ;;
     tests)  # pipefail: the stage's exit code is pytest's, not tee's
-      run_stage tests 150 bash -o pipefail -c "python3 -m pytest tests -m gpu -q -rfE -n 8 --timeout 140 \
+      run_stage tests 140 bash -o pipefail -c "python3 -m pytest tests -m gpu -q -rfE -n 8 --timeout 130 \
         -p no:cacheprovider 2>&1 | tee '$DEST/tests.log'" ;;
     bench)  # rows are written to the JSON one by one; a second invocation keeps them and runs the rest
-      run_stage bench 150 python3 -m sslfast bench --device cuda --json "$DEST/bench.json" --plot "$DEST/bench.png" \
+      run_stage bench 140 python3 -m sslfast bench --device cuda --json "$DEST/bench.json" --plot "$DEST/bench.png" \
         --resume ;;
     tune)  # the attention tile candidates of the head dims that matter, kept across invocations
-      run_stage tune 60 python3 benchmarks/tune_flash_attention.py --head-dims 64 128 --json "$DEST/tune.json" \
+      run_stage tune 55 python3 benchmarks/tune_flash_attention.py --head-dims 64 128 --json "$DEST/tune.json" \
         --resume ;;
-    sanitizer)  # out-of-bounds accesses the interpreter cannot see: padded-with-holes, then varlen attention;
-      # the log is written as it comes (a time-out keeps it)
+    sanitizer)  # out-of-bounds accesses the interpreter cannot see: padded (with and without holes), packed and
+      # both backward paths of the bf16 attention variants, then the varlen tests; the log is written as it
+      # comes (a time-out keeps it); a scratch validation cache (runs under memcheck are not the real ones)
       if command -v compute-sanitizer >/dev/null; then
-        run_stage sanitizer 30 bash -c "compute-sanitizer --tool memcheck --error-exitcode 3 \
-          python3 -m sslfast selftest --device cuda --quick --ops attention > '$DEST/sanitizer.log' 2>&1 && \
+        run_stage sanitizer 40 env SSLFAST_CACHE="${TMPDIR:-/tmp}/sslfast-sanitizer-cache.$$" bash -c "\
+          compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m sslfast selftest --device cuda --quick \
+            --ops attention --dtypes bf16 > '$DEST/sanitizer.log' 2>&1; first=\$?; \
           compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest tests/test_attention_gpu.py -m gpu \
-          -q -x -p no:cacheprovider -k varlen >> '$DEST/sanitizer.log' 2>&1"
+            -q -x -p no:cacheprovider -k varlen >> '$DEST/sanitizer.log' 2>&1; second=\$?; \
+          exit \$(( first != 0 ? first : second ))"
       else
         log "stage sanitizer: compute-sanitizer not found"
       fi ;;
   esac
 done
+rm -rf "${TMPDIR:-/tmp}/sslfast-sanitizer-cache.$$"
 log "results in $DEST: $(ls "$DEST" | tr '\n' ' ')"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  log "FAILED stages (name:exit code; 124 = cut short by its limit, rerun with --stage): ${FAILED[*]}"
+  exit 1
+fi
+log "every stage passed"
