@@ -1,20 +1,19 @@
-"""Build sslfast: the Python package, its Triton kernels and the C++ (optionally CUDA) extension.
+"""Build sslfast: the Python package, its Triton kernels and the C++ extension.
 
-The C++ extension ``sslfast._C`` (pybind11 through torch's cpp_extension, OpenMP) is built on every
-machine; CUDA sources are added only where torch has CUDA and ``nvcc`` is found. The repository's
+The C++ extension ``sslfast._C`` (pybind11 through torch's cpp_extension, OpenMP) holds the CPU kernels and
+is built on every machine; the GPU kernels are Triton, compiled at run time. The repository's
 ``kernels/`` folder ships as ``sslfast.kernels`` so it is never importable as a top-level ``kernels``
 module (transformers imports any module of that name).
 """
 import glob
 import os
-import shutil
 import sys
 
 from setuptools import setup
 
 try:
-    import torch
-    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    import torch  # noqa: F401  (a build requirement: fail with a clear message without it)
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
 except ImportError:  # pragma: no cover - torch is a build requirement
     sys.exit("sslfast needs torch installed before it is built: pip install torch, then "
              "pip install -e . --no-build-isolation")
@@ -24,21 +23,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _extension():
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    cu_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
     if os.environ.get("SSLFAST_NATIVE", "0") == "1":
         cxx_flags.append("-march=native")
-    with_cuda = (torch.version.cuda is not None and shutil.which("nvcc") is not None
-                 and os.environ.get("SSLFAST_NO_CUDA", "0") != "1" and cu_sources)
-    if with_cuda:
-        return CUDAExtension(
-            "sslfast._C", cpp_sources + cu_sources,
-            define_macros=[("SSLFAST_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math"]},
-            extra_link_args=["-fopenmp"],
-        )
-    return CppExtension("sslfast._C", cpp_sources, extra_compile_args=cxx_flags,
-                        extra_link_args=["-fopenmp"])
+    return CppExtension("sslfast._C", cpp_sources, extra_compile_args=cxx_flags, extra_link_args=["-fopenmp"])
 
 
 setup(

@@ -1,4 +1,4 @@
-"""Time the spill-free candidate tiles of the Triton attention kernels on a GPU and print the fastest per
+"""Time candidate tiles of the Triton attention kernels on a GPU and print the fastest per
 launch-table entry (``kernels/flash_attention.py: FORWARD_CONFIGS``, ``flash_attention_backward.py:
 BACKWARD_CONFIGS``). The tables were picked by register counts alone; run this on the first lent GPU:
 

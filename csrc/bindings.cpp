@@ -1,4 +1,4 @@
-// pybind11 bindings of sslfast._C: the CPU (and, where built, CUDA) kernels.
+// pybind11 bindings of sslfast._C: the CPU kernels (the GPU kernels are Triton).
 #include <torch/extension.h>
 
 #include <vector>
@@ -9,11 +9,6 @@ void vq_lookup_cpu(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& 
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sslfast compiled kernels";
-#ifdef SSLFAST_WITH_CUDA
-  m.attr("with_cuda") = true;
-#else
-  m.attr("with_cuda") = false;
-#endif
   m.def("vq_lookup_cpu", &sslfast::vq_lookup_cpu, "Nearest-codebook lookup (CPU)",
         pybind11::arg("x"), pybind11::arg("codebook"), pybind11::arg("indices"),
         pybind11::arg("sqdist"));

@@ -139,6 +139,24 @@ def test_pytest_benchmark_suite_runs_stateful_cases(tmp_path):
     assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
+def test_pytest_benchmark_suite_fails_a_wrong_kernel(tmp_path):
+    """A plugin swaps the VQ lookup for one that returns the next code: the sslfast rows must fail, untimed."""
+    (tmp_path / "wrong_vq_kernel.py").write_text(
+        "import sslfast.bench.cases.vq as cases\n"
+        "real = cases.vq_lookup\n"
+        "def wrong(x, c, **kw):\n"
+        "    idx, dist = real(x, c, **kw)\n"
+        "    return (idx + 1) % c.shape[0], dist\n"
+        "cases.vq_lookup = wrong\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), REPO] + env.get("PYTHONPATH", "").split(os.pathsep))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_bench_ops.py", "-p", "wrong_vq_kernel",
+                           "-k", "vq/ and not FAISS", "-q", "--benchmark-disable", "-p", "no:cacheprovider"], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "beyond the tolerance" in proc.stdout and "failed" in proc.stdout, proc.stdout[-3000:]
+
+
 def test_vq_lookup_rows_include_faiss_and_agree_with_it():
     pytest.importorskip("faiss")
     from sslfast.bench.cases import vq
