@@ -99,8 +99,14 @@ def vq_codebook_stats_kernel(
         tl.atomic_add(sum_ptr + idx[:, None] * D + (d0 + dims)[None, :], xt, mask=mask)
 
 
-def launch_config(dtype: str, block_d: int, one_d_block: bool, arch: int) -> dict:
-    """Tile sizes for a dtype ("fp32"/"fp16"/"bf16"), D block and arch: all spill-free in the AOT check."""
+INTERPRETED_CONFIG = dict(BLOCK_N=16, BLOCK_K=16, INPUT_PRECISION="ieee", num_warps=1, num_stages=1)
+
+
+def launch_config(dtype: str, block_d: int, one_d_block: bool, arch: int, interpreted: bool = False) -> dict:
+    """Tile sizes for a dtype ("fp32"/"fp16"/"bf16"), D block and arch: all spill-free in the AOT check
+    (``interpreted``: the small tiles the CPU interpreter runs quickly)."""
+    if interpreted:
+        return dict(INTERPRETED_CONFIG)
     if dtype == "fp32" and arch < 90:  # IEEE fp32 dots (3xTF32 spills on Ampere)
         return dict(BLOCK_N=16, BLOCK_K=64, INPUT_PRECISION="ieee", num_warps=4, num_stages=2)
     precision = "tf32x3"

@@ -326,7 +326,8 @@ def test_ops_are_registered_and_compile_without_graph_breaks(reduction, backend,
         torch.testing.assert_close(a, b)
 
 
-def test_opcheck_schema_fake_and_autograd_registration(seed):
+@pytest.mark.parametrize("backend", ["torch"] + TRITON)
+def test_opcheck_schema_fake_and_autograd_registration(backend, seed):
     n, d, v = 13, 8, 29
     hidden = torch.randn(n, d, requires_grad=True)
     weight = torch.randn(v, d, requires_grad=True)
@@ -335,11 +336,11 @@ def test_opcheck_schema_fake_and_autograd_registration(seed):
     labels[1] = -100
     for reduction in ("mean", "none"):
         torch.library.opcheck(torch.ops.sslfast.linear_cross_entropy.default,
-                              (hidden, weight, bias, labels, -100, 0.0, 0.0, reduction, "torch", True, True, True))
+                              (hidden, weight, bias, labels, -100, 0.0, 0.0, reduction, backend, True, True, True))
         # the op's gradient output is a workspace its eager backward scales in place (the N×V buffer is not
         # copied); only the public wrapper's outputs are compared eager vs compiled, in the compile test above
         torch.library.opcheck(torch.ops.sslfast.cross_entropy.default,
-                              (torch.randn(n, v, requires_grad=True), labels, -100, 0.0, 0.0, reduction, "torch",
+                              (torch.randn(n, v, requires_grad=True), labels, -100, 0.0, 0.0, reduction, backend,
                                True, True), test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 

@@ -143,9 +143,9 @@ def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, 
     dev = hidden.device
     want_grad = row_scale is not None
     per_row = isinstance(row_scale, torch.Tensor)
-    losses = hidden.new_empty(m, dtype=torch.float32)
-    lses = hidden.new_empty(m, dtype=torch.float32)
-    grad_h = torch.empty(m, d, dtype=torch.float32, device=dev) if want_grad and needs[0] else None
+    losses = empty_output(m, dtype=torch.float32, device=dev)  # poisoned under SSLFAST_POISON=1
+    lses = empty_output(m, dtype=torch.float32, device=dev)
+    grad_h = empty_output((m, d), dtype=torch.float32, device=dev) if want_grad and needs[0] else None
     grad_w = torch.zeros(v, d, dtype=torch.float32, device=dev) if want_grad and needs[1] else None
     grad_b = torch.zeros(v, dtype=torch.float32, device=dev) if want_grad and needs[2] else None
     fused = backend == "triton"

@@ -39,11 +39,8 @@ def _lookup_triton(x, codebook):
         return idx, dist
     code_norm = codebook.float().pow(2).sum(-1).contiguous()  # (K,)
     block_d, one_d_block = lookup_block_d(d)
-    if triton_interpreted():
-        launch = dict(BLOCK_N=16, BLOCK_K=16, INPUT_PRECISION="ieee", num_warps=1, num_stages=1)
-    else:
-        major, minor = torch.cuda.get_device_capability(x.device)
-        launch = launch_config(dtype_name(x.dtype), block_d, one_d_block, 10 * major + minor)
+    major, minor = (0, 0) if triton_interpreted() else torch.cuda.get_device_capability(x.device)
+    launch = launch_config(dtype_name(x.dtype), block_d, one_d_block, 10 * major + minor, triton_interpreted())
     grid = (cdiv(n, launch["BLOCK_N"]),)
     vq_lookup_kernel[grid](
         x, codebook, code_norm, idx, dist, n, k, d, x.stride(0), codebook.stride(0), BLOCK_D=block_d,

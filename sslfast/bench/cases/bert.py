@@ -9,6 +9,7 @@ import copy
 
 import torch
 
+from sslfast._dtypes import DTYPES
 from sslfast.bench.case import Case
 from sslfast.bench.cases._inputs import randint
 
@@ -67,7 +68,7 @@ def cases(quick: bool, device: str):
 
     out = []
     for name, config, path, b, s, dtype in _configs(quick, device):
-        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        torch_dtype = DTYPES[dtype]
         config._attn_implementation = "sdpa"
         torch.manual_seed(0)
         if path:
