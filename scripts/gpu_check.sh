@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 DEST=${SSLFAST_GPU_OUT:-${OUT:-$PWD/gpu-out}}
 mkdir -p "$DEST"
 export TRITON_INTERPRET=0 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# the bench's optional peers (Liger, Cut Cross-Entropy, vector-quantize-pytorch), brought as unpacked wheels by
+# scripts/fetch_gpu_extras.sh: after the source tree and whatever the machine has
+[ -d .gpu-extras/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.gpu-extras/site
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.cache/triton} SSLFAST_CACHE=${SSLFAST_CACHE:-$PWD/.cache/sslfast}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 STAGES=(env selftest tests bench tune sanitizer)

@@ -28,6 +28,21 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+PEERS = ("transformers", "liger-kernel", "cut-cross-entropy", "vector-quantize-pytorch", "faiss-cpu", "faiss-gpu")
+
+
+def _peer_versions() -> dict:
+    """Versions of the optional peers the bench compares against, where installed (the rows they give)."""
+    from importlib import metadata
+    versions = {}
+    for name in PEERS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 def environment(device: str, command: list[str] | None = None) -> dict:
     try:
         import triton
@@ -45,6 +60,7 @@ def environment(device: str, command: list[str] | None = None) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         "command": " ".join(command if command is not None else sys.argv),
+        "peers": _peer_versions(),
     }
     if device == "cuda":
         env["cuda"] = torch.version.cuda
