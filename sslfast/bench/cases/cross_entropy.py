@@ -53,6 +53,20 @@ def _peer_losses(device: str) -> dict:
     return peers
 
 
+def _peer_logit_losses(device: str) -> dict:
+    """Cross-entropy over given logits a user could pick instead, where installed: Liger-Kernel's (CUDA; it
+    overwrites the logits with their gradient, which the bench's fresh inputs allow)."""
+    peers = {}
+    if device == "cuda":
+        try:
+            from liger_kernel.transformers import LigerCrossEntropyLoss
+            liger = LigerCrossEntropyLoss()
+            peers["Liger CE"] = lambda z, y: liger(z, y)
+        except ImportError:
+            pass
+    return peers
+
+
 def cases(quick: bool, device: str):
     if device == "cuda":
         shapes = [(4096, 768, 30522, 0.0, "bf16")] if quick else \
@@ -93,10 +107,17 @@ def cases(quick: bool, device: str):
                 return loss.detach(), logits.grad
             return step
 
+        ce_name = f"N={n} V={v} ignored={int(ignored * 100)}% {dtype}"
         out.append(Case(
-            op="cross_entropy", case=f"N={n} V={v} ignored={int(ignored * 100)}% {dtype}", dtype=dtype,
+            op="cross_entropy", case=ce_name, dtype=dtype,
             baseline_name="F.cross_entropy", make_inputs=make_logits,
             baseline=logits_step(lambda z, y: F.cross_entropy(z.float(), y)),
             candidate=logits_step(lambda z, y: cross_entropy(z, y)),
             error=_error, tolerance=1e-4 if dtype == "fp32" else 2e-2))
+        for peer, loss_fn in _peer_logit_losses(device).items():
+            out.append(Case(
+                op="cross_entropy", case=f"{ce_name} vs {peer}", dtype=dtype, baseline_name=peer,
+                make_inputs=make_logits, baseline=logits_step(loss_fn),
+                candidate=logits_step(lambda z, y: cross_entropy(z, y)),
+                error=_error, tolerance=1e-4 if dtype == "fp32" else 2e-2))
     return out
