@@ -54,7 +54,8 @@ for stage in "${STAGES[@]}"; do
       run_stage env 20 bash -c "timeout 10 nvidia-smi -L 2>&1 | tee -a '$DEST/summary.log'; \
         python3 -m sslfast.bench.environment --device cuda --json '$DEST/env.json'" ;;
     selftest)  # every kernel variant at small and realistic shapes vs the PyTorch reference; fills the cache
-      run_stage selftest 115 python3 -m sslfast selftest --device cuda --json "$DEST/selftest.json" --resume ;;
+      run_stage selftest 115 python3 -m sslfast selftest --device cuda --json "$DEST/selftest.json" --resume \
+        --jobs 8 ;;
     tests)  # pipefail: the stage's exit code is pytest's, not tee's
       run_stage tests 140 bash -o pipefail -c "python3 -m pytest tests -m gpu -q -rfE -n 8 --timeout 130 \
         -p no:cacheprovider 2>&1 | tee '$DEST/tests.log'" ;;

@@ -282,36 +282,63 @@ def run_variant(v: Variant, device, big: bool = False) -> dict:
             "seconds": round(time.perf_counter() - start, 3), "error": message, "transient": transient}
 
 
+def _run_variant_job(v: Variant, device: str, big: bool) -> dict:  # a worker process's entry point
+    return run_variant(v, device, big)
+
+
 def selftest(device: str = "cuda", *, quick: bool = False, ops=None, dtypes=None, json_path: Optional[str] = None,
-             resume: bool = False, progress=print) -> list[dict]:
+             resume: bool = False, jobs: int = 1, progress=print) -> list[dict]:
     """Check every variant (small shapes; realistic ones too unless ``quick``) of ``ops`` in ``dtypes`` (default:
     all), record the results in the validation cache, write them to ``json_path`` as they come. ``resume`` keeps
-    the records already in ``json_path`` and checks only the rest (a run cut short). Returns the records."""
+    the records already in ``json_path`` and checks only the rest (a run cut short). ``jobs`` > 1 runs the
+    checks in that many worker processes (Triton compiles on one core per process). Returns the records."""
     from sslfast.ops import _validation
     records = []
     if resume and json_path and os.path.isfile(json_path):
-        with open(json_path) as f:
-            records = json.load(f)["records"]
+        try:
+            with open(json_path) as f:
+                records = json.load(f)["records"]
+        except (OSError, ValueError, KeyError):
+            records = []
     done = {(r["variant"], r["shapes"]) for r in records}
-    for v in variants(ops):
-        if dtypes and v.dtype not in dtypes:
-            continue
-        for big in ((False,) if quick else (False, True)):
-            if (v.key, "realistic" if big else "small") in done:
-                continue
-            record = run_variant(v, device, big)
-            records.append(record)
-            progress(f"{'ok  ' if record['passed'] else 'FAIL'} {record['variant']:<44} {record['shapes']:<9} "
-                     f"error {record['max_error']:.2e} (allowed {record['allowed']:.2e}) {record['seconds']:.2f}s"
-                     + (f"  {record['error']}" if record["error"] else ""))
-            if json_path:  # atomically: a run killed mid-write keeps the previous file
-                atomic_write_text(json_path, json.dumps({"platform": _validation.platform_key(torch.device(device)),
-                                                         "records": records}, indent=1, default=str))
-        results = [r for r in records if r["variant"] == v.key]
-        if not results:
-            continue
-        _validation.remember(v.key, all(r["passed"] for r in results), torch.device(device),
-                             dict(results[-1], transient=any(r["transient"] for r in results)))
+    todo = [(v, big) for v in variants(ops) if not dtypes or v.dtype in dtypes
+            for big in ((False,) if quick else (False, True)) if (v.key, "realistic" if big else "small") not in done]
+    expected = {}  # variant key -> how many of its records are still to come
+    for v, _ in todo:
+        expected[v.key] = expected.get(v.key, 0) + 1
+
+    def finished(v: Variant, record: dict) -> None:
+        records.append(record)
+        progress(f"{'ok  ' if record['passed'] else 'FAIL'} {record['variant']:<44} {record['shapes']:<9} "
+                 f"error {record['max_error']:.2e} (allowed {record['allowed']:.2e}) {record['seconds']:.2f}s"
+                 + (f"  {record['error']}" if record["error"] else ""))
+        if json_path:  # atomically: a run killed mid-write keeps the previous file
+            atomic_write_text(json_path, json.dumps({"platform": _validation.platform_key(torch.device(device)),
+                                                     "records": records}, indent=1, default=str))
+        expected[v.key] -= 1
+        if expected[v.key] == 0:  # every shape of the variant is in: its verdict goes to the validation cache
+            results = [r for r in records if r["variant"] == v.key]
+            _validation.remember(v.key, all(r["passed"] for r in results), torch.device(device),
+                                 dict(results[-1], transient=any(r.get("transient") for r in results)))
+
+    if jobs <= 1:
+        for v, big in todo:
+            finished(v, run_variant(v, device, big))
+        return records
+    import concurrent.futures
+    import multiprocessing
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_variant_job, v, device, big): v for v, big in todo}
+        for future in concurrent.futures.as_completed(futures):
+            v = futures[future]
+            try:
+                record = future.result()
+            except Exception as exc:  # the worker died (a crash takes the pool with it): not the kernel's verdict
+                record = {"variant": v.key, "op": v.op, "dtype": v.dtype, "size": v.size, "flags": v.flags,
+                          "shapes": "?", "max_error": float("nan"), "allowed": float("nan"), "passed": False,
+                          "seconds": 0.0, "error": f"worker process: {type(exc).__name__}: {exc}"[:300],
+                          "transient": True}
+            finished(v, record)
     return records
 
 
@@ -324,6 +351,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), help="only these dtypes")
     parser.add_argument("--json", metavar="PATH", help="write the records here (rewritten after each)")
     parser.add_argument("--resume", action="store_true", help="keep the records already in --json, check the rest")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     args = parser.parse_args(argv)
     from sslfast.ops._dispatch import triton_interpreted
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -334,7 +362,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     records = selftest(args.device, quick=args.quick or args.device == "cpu", ops=args.ops, dtypes=args.dtypes,
-                       json_path=args.json, resume=args.resume)
+                       json_path=args.json, resume=args.resume, jobs=args.jobs)
     failed = [r["variant"] for r in records if not r["passed"]]
     print(f"sslfast selftest: {len(records) - len(failed)}/{len(records)} passed" +
           (f"; failed: {', '.join(sorted(set(failed)))}" if failed else ""))

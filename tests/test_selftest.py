@@ -135,13 +135,16 @@ def test_selftest_command_writes_its_table_and_json(tmp_path):
     out = tmp_path / "selftest.json"
     env = {**os.environ, "TRITON_INTERPRET": "1", "SSLFAST_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "sslfast", "selftest", "--device", "cpu", "--ops", "vq_codebook_stats",
-                           "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                           "--json", str(out), "--jobs", "2"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
     assert "9/9 passed" in proc.stdout
     records = json.loads(out.read_text())["records"]
-    assert [(r["dtype"], r["size"]) for r in records] == [(t, f"d{b}") for t in ("bf16", "fp16", "fp32")
-                                                           for b in (16, 32, 64)]
+    assert sorted((r["dtype"], r["size"]) for r in records) == [(t, f"d{b}") for t in ("bf16", "fp16", "fp32")
+                                                                 for b in (16, 32, 64)]  # two workers: any order
     assert all(r["passed"] for r in records)
+    cached = json.loads(next((tmp_path / "cache" / "selftest").glob("*.json")).read_text())
+    assert len(cached) == 9 and all(r["passed"] for r in cached.values())
     proc = subprocess.run([sys.executable, "-m", "sslfast", "selftest", "--device", "cpu"], cwd=REPO,
                           env={**env, "TRITON_INTERPRET": "0"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "TRITON_INTERPRET=1" in proc.stderr
@@ -153,3 +156,21 @@ def test_codebook_statistics_refuse_indices_outside_the_codebook():
         sslfast.ops.vq_codebook_stats(x, torch.tensor([0, 1, 2, 3, 0, 1]), 3)
     counts, _ = sslfast.ops.vq_codebook_stats(x, torch.tensor([0, 1, 2, 2, 0, 1]), 3)
     assert counts.tolist() == [2.0, 2.0, 2.0]
+
+
+def _add_entries(path, worker):
+    for j in range(20):
+        _validation._merge_into_file(path, {f"variant-{worker}-{j}": {"passed": True}})
+
+
+def test_processes_recording_at_once_keep_each_others_results(tmp_path):
+    """pytest -n 8 workers and selftest --jobs record into one cache file: none may overwrite another's entries."""
+    import multiprocessing
+    path = str(tmp_path / "selftest" / "platform.json")
+    workers = [multiprocessing.get_context("spawn").Process(target=_add_entries, args=(path, w)) for w in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in workers)
+    assert len(json.loads(open(path).read())) == 80

@@ -96,9 +96,25 @@ def remember(variant: str, passed: bool, device: torch.device, record: Optional[
         if (record or {}).get("transient"):
             return
         try:
-            atomic_write_text(cache_file(device), json.dumps(known, indent=1, default=str))
+            _merge_into_file(cache_file(device), {variant: known[variant]})
         except OSError:
             pass  # a read-only cache: the result still holds for this process
+
+
+def _merge_into_file(path: str, entries: dict) -> None:
+    """Add ``entries`` to the JSON cache at ``path`` under an exclusive file lock: processes checking variants
+    at the same time (pytest -n 8, selftest --jobs) each add theirs instead of overwriting the others'."""
+    import fcntl
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with open(path) as f:
+                on_disk = json.load(f)
+        except (OSError, ValueError):
+            on_disk = {}
+        on_disk.update(entries)
+        atomic_write_text(path, json.dumps(on_disk, indent=1, default=str))
 
 
 @torch._dynamo.assume_constant_result  # torch.compile: decided once while tracing, no graph break
