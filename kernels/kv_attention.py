@@ -168,20 +168,29 @@ def aot_configs():
             ptr = f"*{dtype}"
             signature = {"Q": ptr, "K": ptr, "V": ptr, "LENS": "*i32", "O_PART": "*fp32", "L_PART": "*fp32",
                          **{n: "i32" for n in ints}, "scale": "fp32"}
-            for causal in (False, True):
+            # multi-token appends (full and causal), and one-token decode steps, where Triton turns Sq = 1, the
+            # partial statistics' split stride (= Sq) and, without grouped queries, group = 1 into constants
+            for causal, decode in ((False, False), (True, False), (True, True)):
                 configs.append(dict(kernel=kv_attention_split_kernel, archs=AOT_ARCHS,
-                                    name=f"kv_attention_split_{dtype}_d{head_dim}{'_causal' if causal else ''}",
-                                    signature=signature,
+                                    name=f"kv_attention_split_{dtype}_d{head_dim}{'_causal' if causal else ''}"
+                                         f"{'_decode' if decode else ''}",
+                                    signature=signature, values=_DECODE_VALUES if decode else {},
                                     constexprs=dict(launch, CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_D=block_d,
                                                     NUM_SPLITS=8, UPCAST=False, INPUT_PRECISION="ieee"),
                                     options=options))
             combine = dict(COMBINE_CONFIG)
             c_options = {"num_warps": combine.pop("num_warps"), "num_stages": combine.pop("num_stages")}
-            configs.append(dict(
-                kernel=kv_attention_combine_kernel, archs=AOT_ARCHS, name=f"kv_attention_combine_{dtype}_d{head_dim}",
-                signature={"O_PART": "*fp32", "L_PART": "*fp32", "OUT": ptr,
-                           **{n: "i32" for n in ("stride_ob", "stride_oh", "stride_os", "stride_ot", "stride_lb",
-                                                 "stride_lh", "stride_ls", "stride_yb", "stride_yt", "stride_yh",
-                                                 "Sq")}},
-                constexprs=dict(combine, HEAD_DIM=head_dim, BLOCK_D=block_d, NUM_SPLITS=8), options=c_options))
+            for decode in (False, True):
+                configs.append(dict(
+                    kernel=kv_attention_combine_kernel, archs=AOT_ARCHS,
+                    name=f"kv_attention_combine_{dtype}_d{head_dim}{'_decode' if decode else ''}",
+                    signature={"O_PART": "*fp32", "L_PART": "*fp32", "OUT": ptr,
+                               **{n: "i32" for n in ("stride_ob", "stride_oh", "stride_os", "stride_ot", "stride_lb",
+                                                     "stride_lh", "stride_ls", "stride_yb", "stride_yt", "stride_yh",
+                                                     "Sq")}},
+                    values=_DECODE_VALUES if decode else {},
+                    constexprs=dict(combine, HEAD_DIM=head_dim, BLOCK_D=block_d, NUM_SPLITS=8), options=c_options))
     return configs
+
+
+_DECODE_VALUES = {"Sq": 1, "stride_ls": 1, "group": 1}  # representative integer values (sslfast.aot)

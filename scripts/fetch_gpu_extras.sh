@@ -11,7 +11,8 @@ DEST=.gpu-extras
 PEERS=(
   liger-kernel==0.8.5            # fused linear cross-entropy (Liger)
   cut-cross-entropy==25.1.1      # Cut Cross-Entropy
-  vector-quantize-pytorch==1.32.0 einops==0.8.2 einx==0.4.3 loguru torch-einops-utils frozendict  # the VQ module
+  vector-quantize-pytorch==1.32.0 einops==0.8.2 einx==0.4.3 loguru==0.7.3
+  torch-einops-utils==0.2.0 frozendict==2.5.1  # the VQ module
 )
 rm -rf "$DEST.tmp" && mkdir -p "$DEST.tmp/wheels"
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \

@@ -16,10 +16,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEST=${SSLFAST_GPU_OUT:-${OUT:-$PWD/gpu-out}}
-mkdir -p "$DEST"
 export TRITON_INTERPRET=0 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 # the bench's optional peers (Liger, Cut Cross-Entropy, vector-quantize-pytorch), brought as unpacked wheels by
-# scripts/fetch_gpu_extras.sh: after the source tree and whatever the machine has
+# scripts/fetch_gpu_extras.sh: after the source tree, before the machine's own site-packages
 [ -d .gpu-extras/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.gpu-extras/site
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.cache/triton} SSLFAST_CACHE=${SSLFAST_CACHE:-$PWD/.cache/sslfast}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -32,6 +31,10 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--stage NAME | --only NAME]  (stages: ${STAGES[*]})" >&2; exit 2 ;;
   esac
 done
+for name in "$FIRST" ${ONLY:+"$ONLY"}; do
+  case " ${STAGES[*]} " in *" $name "*) ;; *) echo "unknown stage '$name' (stages: ${STAGES[*]})" >&2; exit 2 ;; esac
+done
+mkdir -p "$DEST"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$DEST/summary.log"; }
 FAILED=()
 run_stage() {  # name, seconds, command...  (TERM at the limit, KILL 5 s later)
@@ -55,7 +58,7 @@ for stage in "${STAGES[@]}"; do
         python3 -m sslfast.bench.environment --device cuda --json '$DEST/env.json'" ;;
     selftest)  # every kernel variant at small and realistic shapes vs the PyTorch reference; fills the cache
       run_stage selftest 115 python3 -m sslfast selftest --device cuda --json "$DEST/selftest.json" --resume \
-        --jobs 8 ;;
+        --jobs 8 ;;  # (fp32 attention is left to the tests: auto sends it to SDPA)
     tests)  # pipefail: the stage's exit code is pytest's, not tee's
       run_stage tests 140 bash -o pipefail -c "python3 -m pytest tests -m gpu -q -rfE -n 8 --timeout 130 \
         -p no:cacheprovider 2>&1 | tee '$DEST/tests.log'" ;;

@@ -65,31 +65,33 @@ def _grads(fn, tensors, grad_out):
 # --- checks: each returns (error, allowed) ------------------------------------------------------------------
 
 def _check_attention(v: Variant, device, big: bool):
-    """Every kernel the variant's calls can compile: padded with a key mask (holes, an empty row), padded
-    without one, packed (varlen, without dropout), and up to head-dim block 64 both backward paths (atomic dQ,
-    the default, and the deterministic dQ pass)."""
-    from sslfast.kernels.flash_attention_backward import dq_by_atomics
+    """Every kernel the variant's calls can compile: padded with a key mask (holes, right padding, an empty
+    row), padded without one, packed (varlen, without dropout), up to head-dim block 64 both backward paths
+    (atomic dQ, the default, and the deterministic dQ pass); sequence lengths that are and are not multiples
+    of 16 (Triton specialises strides divisible by 16)."""
     from sslfast.kernels.constants import head_dim_block
+    from sslfast.kernels.flash_attention_backward import dq_by_atomics
     dtype, d = DTYPES[v.dtype], int(v.size[1:])
     causal, dropout = "causal" in v.flags, "dropout" in v.flags
-    b, h, sq, sk = (2, 4, 509, 517) if big else (2, 2, 37, 45)
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    q, k, vv = (torch.randn(b, h, s, d, generator=gen).to(device, dtype) for s in (sq, sk, sk))
-    mask = torch.ones(b, sk, dtype=torch.bool)
-    mask[0, sk // 3: sk // 3 + 5] = False  # a hole
-    mask[1, sk - 7:] = False  # right padding
-    mask = mask.to(device)
-    grad_out = torch.randn(b, h, sq, d, generator=gen).to(device, dtype)
     p, seed = (0.2, 12345) if dropout else (0.0, None)
     seed_t = torch.tensor([seed], device=device) if dropout else None
-    floor = 1e-4 if dtype != torch.float32 else 1e-5
-    pairs = []
     backward_paths = (False, True) if dq_by_atomics(head_dim_block(d), False) else (False,)
-    for key_mask, deterministic in [(m, det) for m in (mask, None) for det in backward_paths]:
-        pairs += _padded_attention_pairs(q, k, vv, grad_out, key_mask, causal, p, seed, seed_t, deterministic)
-    if not dropout:
-        pairs += _packed_attention_pairs(q, k, vv, grad_out, mask, causal)
-    return _compare(pairs, floor=floor)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    pairs = []
+    for b, h, sq, sk in [(2, 4, 509, 517)] if big else [(2, 2, 37, 45), (3, 2, 32, 48)]:
+        q, k, vv = (torch.randn(b, h, s, d, generator=gen).to(device, dtype) for s in (sq, sk, sk))
+        mask = torch.ones(b, sk, dtype=torch.bool)
+        mask[0, sk // 3: sk // 3 + 5] = False  # a hole
+        mask[1, sk - 7:] = False  # right padding
+        if b > 2:
+            mask[2] = False  # a row with no key: 0 output, 0 gradient
+        mask = mask.to(device)
+        grad_out = torch.randn(b, h, sq, d, generator=gen).to(device, dtype)
+        for key_mask, deterministic in [(m, det) for m in (mask, None) for det in backward_paths]:
+            pairs += _padded_attention_pairs(q, k, vv, grad_out, key_mask, causal, p, seed, seed_t, deterministic)
+        if not dropout and b == 2:
+            pairs += _packed_attention_pairs(q, k, vv, grad_out, mask, causal)
+    return _compare(pairs, floor=1e-4 if dtype != torch.float32 else 1e-5)
 
 
 def _padded_attention_pairs(q, k, vv, grad_out, key_mask, causal, p, seed, seed_t, deterministic):
@@ -144,35 +146,45 @@ def _packed_attention_pairs(q, k, vv, grad_out, mask, causal):
 
 
 def _check_vq_lookup(v: Variant, device, big: bool):
+    """Widths that fill the feature block and that leave a masked tail (a width divisible by 16 is another
+    specialisation); beyond one block, the looped kernel."""
     from sslfast.ops.vq import vq_lookup
     dtype = DTYPES[v.dtype]
-    d = 192 if v.size.endswith("loop") else int(v.size[1:])  # beyond one D block: the looped kernel
+    block = 192 if v.size.endswith("loop") else int(v.size[1:])
     n, k = (65537, 1031) if big else (257, 67)
     gen = torch.Generator().manual_seed(1)
-    x, c = torch.randn(n, d, generator=gen).to(device, dtype), torch.randn(k, d, generator=gen).to(device, dtype)
-    idx, dist = vq_lookup(x, c, backend="triton")
-    exact = torch.cdist(x.double(), c.double()).square()  # (N, K)
-    best = exact.min(1).values
-    chosen = exact.gather(1, idx[:, None]).squeeze(1)
-    base = (x.float() @ c.float().t() * -2 + c.float().square().sum(1)).argmin(1)
-    base_gap = (exact.gather(1, base[:, None]).squeeze(1) - best).abs().max().item()
-    return (chosen - best).abs().max().item(), 2 * base_gap + 1e-3 * max(1.0, best.max().item())
+    worst = (0.0, 1.0)
+    for d in (block, block - 8):
+        x, c = torch.randn(n, d, generator=gen).to(device, dtype), torch.randn(k, d, generator=gen).to(device, dtype)
+        idx, dist = vq_lookup(x, c, backend="triton")
+        exact = torch.cdist(x.double(), c.double()).square()  # (N, K)
+        best = exact.min(1).values
+        chosen = exact.gather(1, idx[:, None]).squeeze(1)
+        base = (x.float() @ c.float().t() * -2 + c.float().square().sum(1)).argmin(1)
+        base_gap = (exact.gather(1, base[:, None]).squeeze(1) - best).abs().max().item()
+        error, allowed = (chosen - best).abs().max().item(), 2 * base_gap + 1e-3 * max(1.0, best.max().item())
+        if not math.isfinite(error) or error / allowed > worst[0] / worst[1]:
+            worst = (error, allowed)
+    return worst
 
 
 def _check_vq_stats(v: Variant, device, big: bool):
+    """A width the feature block does not divide and one divisible by 16 (64: also a looped row)."""
     from sslfast.ops.vq import vq_codebook_stats
     dtype, block_d = DTYPES[v.dtype], int(v.size[1:])
     n, k = (65537, 1031) if big else (257, 67)
-    d = {16: 8, 32: 24, 64: 200}[block_d]  # a width the feature block does not divide (64: a looped row)
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(n, d, generator=gen).to(device, dtype)
-    idx = torch.randint(0, k, (n,), generator=gen).to(device)
-    counts, sums = vq_codebook_stats(x, idx, k, backend="triton")
-    ref_counts = torch.zeros(k, dtype=torch.float64, device=device).index_add_(0, idx, torch.ones(n, dtype=torch.float64,
-                                                                                                   device=device))
-    ref_sums = torch.zeros(k, d, dtype=torch.float64, device=device).index_add_(0, idx, x.double())
-    base_sums = torch.zeros(k, d, dtype=torch.float32, device=device).index_add_(0, idx, x.float())
-    return _compare([(counts, ref_counts, ref_counts), (sums, base_sums, ref_sums)], floor=1e-4)
+    pairs = []
+    for d in {16: (8, 16), 32: (24, 32), 64: (200, 64)}[block_d]:
+        x = torch.randn(n, d, generator=gen).to(device, dtype)
+        idx = torch.randint(0, k, (n,), generator=gen).to(device)
+        counts, sums = vq_codebook_stats(x, idx, k, backend="triton")
+        ones = torch.ones(n, dtype=torch.float64, device=device)
+        ref_counts = torch.zeros(k, dtype=torch.float64, device=device).index_add_(0, idx, ones)
+        ref_sums = torch.zeros(k, d, dtype=torch.float64, device=device).index_add_(0, idx, x.double())
+        base_sums = torch.zeros(k, d, dtype=torch.float32, device=device).index_add_(0, idx, x.float())
+        pairs += [(counts, ref_counts, ref_counts), (sums, base_sums, ref_sums)]
+    return _compare(pairs, floor=1e-4)
 
 
 def _check_cross_entropy(v: Variant, device, big: bool):
@@ -220,10 +232,19 @@ def _check_linear_cross_entropy(v: Variant, device, big: bool):
 
 
 def _check_kvcache(v: Variant, device, big: bool):
+    """Decode and multi-token appends with grouped heads, an empty row, and shapes that give one split of the
+    cache and several (the split count is a compile-time constant too)."""
+    dtype, d, causal = DTYPES[v.dtype], int(v.size[1:]), v.flags != "full"
+    shapes = [(8, 1, 16, 16, 2048)] if big else [(3, 2, 4, 2, 77), (1, 1, 2, 1, 300), (16, 1, 8, 8, 77)]
+    pairs = []
+    for i, (b, sq, h, hkv, cap) in enumerate(shapes):
+        pairs += _kvcache_pairs(dtype, d, causal, b, sq, h, hkv, cap, torch.device(device), seed=5 + i)
+    return _compare(pairs, floor=1e-4 if dtype != torch.float32 else 1e-5)
+
+
+def _kvcache_pairs(dtype, d, causal, b, sq, h, hkv, cap, device, seed):
     from sslfast.ops.kv_attention import attention_with_kvcache, kvcache_attention_reference
-    dtype, d = DTYPES[v.dtype], int(v.size[1:])
-    b, sq, h, hkv, cap = (8, 1, 16, 16, 2048) if big else (3, 2, 4, 2, 77)
-    gen = torch.Generator().manual_seed(5)
+    gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(0, cap - sq + 1, (b,), generator=gen, dtype=torch.int32)
     lengths[0] = 0
     kc, vc = (torch.randn(b, cap, hkv, d, generator=gen).to(device, dtype) for _ in range(2))
@@ -233,10 +254,10 @@ def _check_kvcache(v: Variant, device, big: bool):
     rows, cols = torch.arange(b, device=device)[:, None], lengths.long()[:, None] + torch.arange(sq, device=device)
     kf, vf = kc.clone(), vc.clone()
     kf[rows, cols], vf[rows, cols] = kn, vn
-    out = attention_with_kvcache(q, kc, vc, lengths, kn, vn, backend="triton")
-    ref = kvcache_attention_reference(q.double(), kf.double(), vf.double(), lengths + sq)
-    base = kvcache_attention_reference(q, kf, vf, lengths + sq)
-    return _compare([(out, base, ref)], floor=1e-4 if dtype != torch.float32 else 1e-5)
+    out = attention_with_kvcache(q, kc, vc, lengths, kn, vn, causal=causal, backend="triton")
+    ref = kvcache_attention_reference(q.double(), kf.double(), vf.double(), lengths + sq, causal=causal)
+    base = kvcache_attention_reference(q, kf, vf, lengths + sq, causal=causal)
+    return [(out, base, ref)]
 
 
 CHECKS: dict[str, Callable] = {"attention": _check_attention, "vq_lookup": _check_vq_lookup,
@@ -245,15 +266,16 @@ CHECKS: dict[str, Callable] = {"attention": _check_attention, "vq_lookup": _chec
                                "attention_with_kvcache": _check_kvcache}
 
 
-def variants(ops: Optional[list] = None) -> list[Variant]:
-    """The variants ``python -m sslfast selftest`` checks (every op, dtype and block size; attention at the
-    common head dims 64 and 128), or those of ``ops``."""
+def variants(ops: Optional[list] = None, *, auto_only: bool = False) -> list[Variant]:
+    """The kernel variants (every op, dtype and block size; attention at the common head dims 64 and 128), or
+    those of ``ops``. ``auto_only``: only those ``backend="auto"`` may run (fp32 attention goes to SDPA)."""
     out = []
     for dtype in ("bf16", "fp16", "fp32"):
         for d in (64, 128):  # the common head dims; any other is checked the first time it runs
-            for flags in ("full", "causal", "full+dropout", "causal+dropout"):
-                out.append(Variant("attention", dtype, f"d{d}", flags))
-            out.append(Variant("attention_with_kvcache", dtype, f"d{d}"))
+            if not (auto_only and dtype == "fp32"):
+                out += [Variant("attention", dtype, f"d{d}", flags)
+                        for flags in ("full", "causal", "full+dropout", "causal+dropout")]
+            out += [Variant("attention_with_kvcache", dtype, f"d{d}", flags) for flags in ("causal", "full")]
         for size in ("d16", "d32", "d64", "d128", "d64loop"):
             out.append(Variant("vq_lookup", dtype, size))
         out += [Variant("vq_codebook_stats", dtype, f"d{block}") for block in (16, 32, 64)]
@@ -261,84 +283,111 @@ def variants(ops: Optional[list] = None) -> list[Variant]:
     return [v for v in out if ops is None or v.op in ops]
 
 
+_CONTEXT_LOST: list = []  # the error after which this process's CUDA context is unusable (sticky errors)
+
+
+def _record(v: Variant, big: bool, error: float, allowed: float, passed: bool, seconds: float,
+            message: Optional[str], transient: bool) -> dict:
+    return {"variant": v.key, "op": v.op, "dtype": v.dtype, "size": v.size, "flags": v.flags,
+            "shapes": "realistic" if big else "small", "max_error": error, "allowed": allowed, "passed": passed,
+            "seconds": round(seconds, 3), "error": message, "transient": transient}
+
+
 def run_variant(v: Variant, device, big: bool = False) -> dict:
-    """Run one check; a crash is a failure with its message."""
+    """Run one check; a crash is a failure with its message (``transient`` when it says nothing about the
+    kernel: out of memory, or a CUDA context an earlier check in this process had already broken)."""
     start = time.perf_counter()
     device_type = torch.device(device).type
+    if _CONTEXT_LOST:
+        return _record(v, big, float("nan"), float("nan"), False, 0.0,
+                       f"not run: an earlier check broke this process's CUDA context ({_CONTEXT_LOST[0]})"[:300], True)
     transient = False
     try:
         # the check may first run inside the caller's no_grad / inference_mode / autocast (an eval loop): it
         # needs its own gradients and dtypes, or a sound kernel would be recorded as failed
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type, enabled=False):
             error, allowed = CHECKS[v.op](v, torch.device(device), big)
+            if device_type == "cuda":
+                torch.cuda.synchronize()  # an asynchronous kernel fault surfaces here, in this variant's check
         passed, message = math.isfinite(error) and error <= allowed, None
-    except Exception as exc:  # a kernel that does not compile or launch fails its check
+    except Exception as exc:  # a kernel that does not compile, launch or finish fails its check
         error, allowed, passed, message = float("nan"), float("nan"), False, f"{type(exc).__name__}: {exc}"[:300]
         transient = isinstance(exc, torch.OutOfMemoryError)  # the machine's state, not the kernel's fault
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-    return {"variant": v.key, "op": v.op, "dtype": v.dtype, "size": v.size, "flags": v.flags,
-            "shapes": "realistic" if big else "small", "max_error": error, "allowed": allowed, "passed": passed,
-            "seconds": round(time.perf_counter() - start, 3), "error": message, "transient": transient}
+        if device_type == "cuda":
+            try:
+                torch.cuda.synchronize()
+            except Exception:  # a sticky error (illegal address...): later checks here cannot run
+                _CONTEXT_LOST.append(message)
+    return _record(v, big, error, allowed, passed, time.perf_counter() - start, message, transient)
 
 
-def _run_variant_job(v: Variant, device: str, big: bool) -> dict:  # a worker process's entry point
-    return run_variant(v, device, big)
+def _run_variant_job(v: Variant, device: str, shapes: tuple) -> list[dict]:
+    """A worker's entry point: every shape of one variant (its kernels compile once)."""
+    return [run_variant(v, device, big) for big in shapes]
+
+
+def _load_resumable(json_path: Optional[str], platform: str) -> list[dict]:
+    """The records of an earlier run on this platform (same GPU, versions and kernel sources), without those
+    that said nothing about their kernel."""
+    if not (json_path and os.path.isfile(json_path)):
+        return []
+    try:
+        with open(json_path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if data.get("platform") != platform:
+        return []
+    return [r for r in data.get("records", []) if not r.get("transient")]
 
 
 def selftest(device: str = "cuda", *, quick: bool = False, ops=None, dtypes=None, json_path: Optional[str] = None,
              resume: bool = False, jobs: int = 1, progress=print) -> list[dict]:
-    """Check every variant (small shapes; realistic ones too unless ``quick``) of ``ops`` in ``dtypes`` (default:
-    all), record the results in the validation cache, write them to ``json_path`` as they come. ``resume`` keeps
-    the records already in ``json_path`` and checks only the rest (a run cut short). ``jobs`` > 1 runs the
-    checks in that many worker processes (Triton compiles on one core per process). Returns the records."""
+    """Check every variant ``auto`` may run (small shapes; realistic ones too unless ``quick``) of ``ops`` in
+    ``dtypes`` (default: all), record the results in the validation cache, write them to ``json_path`` as they
+    come. ``resume`` keeps the records already in ``json_path`` (same platform) and checks only the rest.
+    ``jobs`` > 1 runs the variants in that many worker processes (Triton compiles on one core per process).
+    Returns the records."""
     from sslfast.ops import _validation
-    records = []
-    if resume and json_path and os.path.isfile(json_path):
-        try:
-            with open(json_path) as f:
-                records = json.load(f)["records"]
-        except (OSError, ValueError, KeyError):
-            records = []
+    platform = _validation.platform_key(torch.device(device))
+    records = _load_resumable(json_path, platform) if resume else []
     done = {(r["variant"], r["shapes"]) for r in records}
-    todo = [(v, big) for v in variants(ops) if not dtypes or v.dtype in dtypes
-            for big in ((False,) if quick else (False, True)) if (v.key, "realistic" if big else "small") not in done]
-    expected = {}  # variant key -> how many of its records are still to come
-    for v, _ in todo:
-        expected[v.key] = expected.get(v.key, 0) + 1
+    todo = []
+    for v in variants(ops, auto_only=True):
+        shapes = tuple(big for big in ((False,) if quick else (False, True))
+                       if (v.key, "realistic" if big else "small") not in done)
+        if (not dtypes or v.dtype in dtypes) and shapes:
+            todo.append((v, shapes))
 
-    def finished(v: Variant, record: dict) -> None:
-        records.append(record)
-        progress(f"{'ok  ' if record['passed'] else 'FAIL'} {record['variant']:<44} {record['shapes']:<9} "
-                 f"error {record['max_error']:.2e} (allowed {record['allowed']:.2e}) {record['seconds']:.2f}s"
-                 + (f"  {record['error']}" if record["error"] else ""))
+    def finished(v: Variant, new: list) -> None:
+        records.extend(new)
+        for record in new:
+            progress(f"{'ok  ' if record['passed'] else 'FAIL'} {record['variant']:<44} {record['shapes']:<9} "
+                     f"error {record['max_error']:.2e} (allowed {record['allowed']:.2e}) {record['seconds']:.2f}s"
+                     + (f"  {record['error']}" if record["error"] else ""))
         if json_path:  # atomically: a run killed mid-write keeps the previous file
-            atomic_write_text(json_path, json.dumps({"platform": _validation.platform_key(torch.device(device)),
-                                                     "records": records}, indent=1, default=str))
-        expected[v.key] -= 1
-        if expected[v.key] == 0:  # every shape of the variant is in: its verdict goes to the validation cache
-            results = [r for r in records if r["variant"] == v.key]
-            _validation.remember(v.key, all(r["passed"] for r in results), torch.device(device),
-                                 dict(results[-1], transient=any(r.get("transient") for r in results)))
+            atomic_write_text(json_path, json.dumps({"platform": platform, "records": records}, indent=1,
+                                                    default=str))
+        results = [r for r in records if r["variant"] == v.key]  # every shape of the variant: its verdict
+        _validation.remember(v.key, all(r["passed"] for r in results), torch.device(device),
+                             dict(results[-1], transient=any(r.get("transient") for r in results)))
 
     if jobs <= 1:
-        for v, big in todo:
-            finished(v, run_variant(v, device, big))
+        for v, shapes in todo:
+            finished(v, _run_variant_job(v, device, shapes))
         return records
     import concurrent.futures
     import multiprocessing
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_variant_job, v, device, big): v for v, big in todo}
+        futures = {pool.submit(_run_variant_job, v, device, shapes): (v, shapes) for v, shapes in todo}
         for future in concurrent.futures.as_completed(futures):
-            v = futures[future]
+            v, shapes = futures[future]
             try:
-                record = future.result()
-            except Exception as exc:  # the worker died (a crash takes the pool with it): not the kernel's verdict
-                record = {"variant": v.key, "op": v.op, "dtype": v.dtype, "size": v.size, "flags": v.flags,
-                          "shapes": "?", "max_error": float("nan"), "allowed": float("nan"), "passed": False,
-                          "seconds": 0.0, "error": f"worker process: {type(exc).__name__}: {exc}"[:300],
-                          "transient": True}
-            finished(v, record)
+                new = future.result()
+            except Exception as exc:  # the worker died (a crash takes the pool with it): no verdict on the kernel
+                new = [_record(v, big, float("nan"), float("nan"), False, 0.0,
+                               f"worker process: {type(exc).__name__}: {exc}"[:300], True) for big in shapes]
+            finished(v, new)
     return records
 
 

@@ -35,3 +35,10 @@ def test_a_failed_stage_makes_the_script_fail(tmp_path):
     assert proc.returncode == 1 and "FAILED stages" in summary and "selftest:1" in summary
     proc, summary = _run_with_stub_python(tmp_path, 0)
     assert proc.returncode == 0 and "every stage passed" in summary
+
+
+def test_an_unknown_stage_is_an_error(tmp_path):
+    proc = subprocess.run(["bash", SCRIPT, "--stage", "benchmark"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SSLFAST_GPU_OUT": str(tmp_path / "out")})
+    assert proc.returncode == 2 and "unknown stage" in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing written

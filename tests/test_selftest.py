@@ -22,7 +22,8 @@ needs_interpreter = pytest.mark.skipif(not (sslfast.available_backends()["triton
 @pytest.mark.parametrize("variant", [Variant("cross_entropy", "fp32"), Variant("linear_cross_entropy", "fp16"),
                                      Variant("vq_lookup", "fp32", "d64"), Variant("vq_codebook_stats", "bf16", "d32"),
                                      Variant("vq_codebook_stats", "fp32", "d64"),
-                                     Variant("attention_with_kvcache", "fp32", "d64"),
+                                     Variant("attention_with_kvcache", "fp32", "d64", "causal"),
+                                     Variant("attention_with_kvcache", "fp16", "d40", "full"),
                                      Variant("attention", "fp32", "d64", "causal+dropout"),
                                      Variant("attention", "fp16", "d40", "causal")],
                          ids=lambda v: v.key)
@@ -158,19 +159,44 @@ def test_codebook_statistics_refuse_indices_outside_the_codebook():
     assert counts.tolist() == [2.0, 2.0, 2.0]
 
 
-def _add_entries(path, worker):
-    for j in range(20):
+def _add_entries(path, worker, start):
+    start.wait(60)  # every process writes at the same time
+    for j in range(100):
         _validation._merge_into_file(path, {f"variant-{worker}-{j}": {"passed": True}})
 
 
 def test_processes_recording_at_once_keep_each_others_results(tmp_path):
     """pytest -n 8 workers and selftest --jobs record into one cache file: none may overwrite another's entries."""
     import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
     path = str(tmp_path / "selftest" / "platform.json")
-    workers = [multiprocessing.get_context("spawn").Process(target=_add_entries, args=(path, w)) for w in range(4)]
+    workers = [context.Process(target=_add_entries, args=(path, w, start)) for w in range(4)]
     for p in workers:
         p.start()
+    start.set()
     for p in workers:
-        p.join(60)
+        p.join(120)
     assert all(p.exitcode == 0 for p in workers)
-    assert len(json.loads(open(path).read())) == 80
+    assert len(json.loads(open(path).read())) == 400
+
+
+@needs_interpreter
+def test_resume_keeps_only_this_platforms_conclusive_records(tmp_path, monkeypatch):
+    from sslfast.selftest import selftest
+    monkeypatch.setenv("SSLFAST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(_validation, "_results", {})
+    out = tmp_path / "selftest.json"
+    checked = []
+    kw = dict(ops=["vq_codebook_stats"], dtypes=["fp32"], quick=True, json_path=str(out), resume=True,
+              progress=checked.append)
+    first = selftest("cpu", **kw)
+    assert len(first) == 3 and all(r["passed"] for r in first) and len(checked) == 3
+    data = json.loads(out.read_text())
+    data["records"][0]["transient"] = True  # said nothing about its kernel: checked again
+    out.write_text(json.dumps(data))
+    again = selftest("cpu", **kw)
+    assert len(again) == 3 and len(checked) == 4 and again[-1]["variant"] == first[0]["variant"]
+    data["platform"] = "another-gpu"  # another platform's results are not resumed
+    out.write_text(json.dumps(data))
+    assert len(selftest("cpu", **kw)) == 3 and len(checked) == 7

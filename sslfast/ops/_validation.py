@@ -7,9 +7,9 @@ or two, compilation included) and the result is cached on disk under ``<cache_ro
 by the PyTorch path with one warning naming it and the error. ``SSLFAST_VALIDATE_KERNELS=0`` turns the checks
 off (every kernel runs); an explicit ``backend="triton"`` always runs the kernel.
 
-A check that could not run for reasons outside the kernel (out of memory) is not written to disk, and none
-runs during CUDA-graph capture (the PyTorch path is used until the variant is checked outside a capture, e.g.
-by ``python -m sslfast selftest``). Under ``torch.compile`` the decision is made once, while tracing.
+A check that could not run for reasons outside the kernel (out of memory) is not written to disk. None can
+run during CUDA-graph capture: an unchecked variant reached there raises (run the step once before capturing,
+or ``python -m sslfast selftest``). Under ``torch.compile`` the decision is made once, while tracing.
 """
 from __future__ import annotations
 
@@ -117,7 +117,6 @@ def _merge_into_file(path: str, entries: dict) -> None:
         atomic_write_text(path, json.dumps(on_disk, indent=1, default=str))
 
 
-@torch._dynamo.assume_constant_result  # torch.compile: decided once while tracing, no graph break
 def kernel_allowed(op: str, dtype: torch.dtype, size: str, flags: str, device: torch.device,
                    check: Optional[Callable] = None) -> bool:
     """True when variant (op, dtype, size, flags) passed its self-check on ``device``'s platform (checking it
@@ -131,8 +130,9 @@ def kernel_allowed(op: str, dtype: torch.dtype, size: str, flags: str, device: t
     variant = Variant(op, dtype_name(dtype), size, flags)
     known = _load(device).get(variant.key)
     if known is None and device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        _warn_once(variant.key, "it has not been checked on this GPU yet and cannot be during CUDA-graph capture")
-        return False
+        raise RuntimeError(f"sslfast: the Triton kernel {variant.key} has not been checked on this GPU yet, and its "
+                           f"check cannot run during CUDA-graph capture: run the step once before capturing (or "
+                           f"python -m sslfast selftest)")
     if known is None:
         record = (check or run_variant)(variant, device)
         remember(variant.key, record["passed"], device, record)
@@ -145,8 +145,14 @@ def kernel_allowed(op: str, dtype: torch.dtype, size: str, flags: str, device: t
     return False
 
 
+# torch.compile calls kernel_allowed while tracing and keeps its answer as a constant (no graph break on the
+# cache's file reads). This is what torch.compiler.assume_constant_result does; setting the mark directly
+# spares ``import sslfast`` the import of torch._dynamo (~1 s). tests/test_selftest.py guards it.
+kernel_allowed._dynamo_marked_constant = True
+
+
 def _warn_once(variant: str, why: str) -> None:
-    if variant not in _warned:
-        _warned.add(variant)
+    if (variant, why) not in _warned:
+        _warned.add((variant, why))
         warnings.warn(f"sslfast: not running the Triton kernel {variant}: {why}; using the PyTorch path instead "
                       f"(python -m sslfast selftest checks every variant)", stacklevel=4)

@@ -221,7 +221,8 @@ def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                              f"needs {needed} positions, the cache has {k_cache.shape[1]}")
     name = resolve_backend("attention_with_kvcache", backend, q.device, ("triton", "torch"))
     if name == "triton" and backend == "auto":
-        if not kernel_allowed("attention_with_kvcache", q.dtype, f"d{q.shape[-1]}", "", q.device):  # per head dim
+        if not kernel_allowed("attention_with_kvcache", q.dtype, f"d{q.shape[-1]}", "causal" if causal else "full",
+                              q.device):  # one kernel per head dim and causal flag
             name = "torch"
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_new, v_new, k_cache, v_cache)):
