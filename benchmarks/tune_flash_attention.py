@@ -6,7 +6,8 @@ BACKWARD_CONFIGS``). The tables were picked by register counts alone; run this o
     (add --resume to continue a run cut short: the timings already in the JSON are kept)
 
 Only the entries a call actually runs are timed (up to head dim 64 the backward uses the atomic kernel, so its
-dK/dV and dQ entries are not); ``--head-dims`` / ``--directions`` / ``--causal`` select what to time.
+dK/dV and dQ entries are not); ``--head-dims`` / ``--directions`` / ``--causal`` select what to time, and
+``--dropout`` times the dropout entries instead of the plain ones.
 
 A candidate that fails to launch is recorded with its error; one that spills registers is timed like the
 others (and loses); before adopting a winner, ``python -m sslfast.aot`` must still pass. Forward entries are
@@ -59,13 +60,16 @@ def main(argv=None) -> None:
     parser.add_argument("--directions", nargs="+", choices=["fwd", "bwd"], default=["fwd", "bwd"])
     parser.add_argument("--causal", choices=["both", "yes", "no"], default="both")
     parser.add_argument("--resume", action="store_true", help="keep the timings already in --json, time the rest")
+    parser.add_argument("--dropout", action="store_true",
+                        help="time the dropout entries (calls with dropout_p=0.1) instead of the plain ones")
     args = parser.parse_args(argv)
     env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     records = []
     if args.resume and args.json and os.path.isfile(args.json):
         with open(args.json) as f:
             records = json.load(f)["records"]
-    done = {(r["kind"], r["head_dim"], r["causal"], tuple(r["config"])) for r in records}
+    done = {(r["kind"], r["head_dim"], r["causal"], r.get("dropout", False), tuple(r["config"])) for r in records}
+    p = 0.1 if args.dropout else 0.0
 
     def save():
         if args.json:
@@ -82,36 +86,41 @@ def main(argv=None) -> None:
 
             def forward():
                 with torch.no_grad():
-                    attention(q, k, v, causal=causal, backend="triton")  # never a gated-off SDPA fallback
+                    attention(q, k, v, causal=causal, dropout_p=p, backend="triton")  # never an SDPA fallback
 
             def forward_backward():
                 q.grad = k.grad = v.grad = None
-                attention(q, k, v, causal=causal, backend="triton").backward(grad)
+                attention(q, k, v, causal=causal, dropout_p=p, backend="triton").backward(grad)
 
             for kind in entries_that_run(head_dim, args.directions):
-                table, key, fn = ((fwd_module.FORWARD_CONFIGS, ("16", block_d, False), forward) if kind == "fwd" else
-                                  (bwd_module.BACKWARD_CONFIGS, (kind, "16", block_d), forward_backward))
+                table, key, fn = ((fwd_module.FORWARD_CONFIGS, ("16", block_d, args.dropout), forward)
+                                  if kind == "fwd" else (bwd_module.BACKWARD_CONFIGS, (kind, "16", block_d),
+                                                         forward_backward))
+                slot = int(args.dropout)  # a backward entry holds (plain, dropout) tiles
                 if key not in table:
                     continue
                 original = table[key]
                 for cand in CANDIDATES:
-                    if (kind, head_dim, causal, cand) in done:
+                    if (kind, head_dim, causal, args.dropout, cand) in done:
                         continue
-                    table[key] = cand if kind == "fwd" else (cand, table[key][1])
+                    if kind == "fwd":
+                        table[key] = cand
+                    else:
+                        table[key] = (cand, original[1]) if slot == 0 else (original[0], cand)
                     try:
                         ms = _time_ms(fn)
                     except Exception as exc:  # out of resources, launch failure: not a candidate here
                         ms, error = None, f"{type(exc).__name__}: {str(exc)[:120]}"
                     else:
                         error = None
-                    records.append(dict(kind=kind, head_dim=head_dim, causal=causal, seqlen=args.seqlen,
-                                        config=cand, ms=ms, error=error, current=cand == (
-                                            original if kind == "fwd" else original[0])))
+                    records.append(dict(kind=kind, head_dim=head_dim, causal=causal, dropout=args.dropout,
+                                        seqlen=args.seqlen, config=cand, ms=ms, error=error, current=cand == (
+                                            original if kind == "fwd" else original[slot])))
                     print(records[-1], flush=True)
                     save()
                 table[key] = original
                 timed = [r for r in records if r["kind"] == kind and r["head_dim"] == head_dim
-                         and r["causal"] == causal and r["ms"] is not None]
+                         and r["causal"] == causal and r.get("dropout", False) == args.dropout and r["ms"] is not None]
                 if timed:
                     best = min(timed, key=lambda r: r["ms"])
                     print(f"BEST {kind} d={head_dim} causal={causal}: {best['config']} {best['ms']:.3f} ms "
