@@ -85,13 +85,13 @@ def plot(path: str, records, environment: dict | None = None) -> None:
     colors = ["tab:green" if r["correct"] else "tab:red" for r in done]
     axes[0].barh(ypos, [r["speedup"] for r in done], color=colors)
     axes[0].axvline(1.0, color="black", lw=0.8)
-    axes[0].set_xlabel("speedup over baseline (×, higher is better; red = wrong result)")
+    axes[0].set_xlabel("speedup over baseline (×, higher is better)\nred: wrong result")
     axes[0].set_yticks(list(ypos), labels, fontsize=8)
     axes[0].invert_yaxis()
     ratios = [r["memory_ratio"] if r.get("memory_ratio") is not None else 0.0 for r in done]
     axes[1].barh(ypos, ratios, color="tab:blue")
     axes[1].axvline(1.0, color="black", lw=0.8)
-    axes[1].set_xlabel("extra peak memory, sslfast / baseline (lower is better)")
+    axes[1].set_xlabel("extra peak memory,\nsslfast / baseline (lower is better)")
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
     if environment:
