@@ -316,7 +316,7 @@ def aot_configs():
                                  strides("o", "g", "l") + ("num_heads",), ()),
             constexprs=dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=pre["BLOCK_M"]),
             options={"num_warps": pre["num_warps"], "num_stages": pre["num_stages"]}, archs=AOT_ARCHS,
-            values=runtime_values()))
+            values={"stride_lt": runtime_values()["stride_lt"]}))
         kinds = ("dkdv", "dq") + (("dkdv_atomic",) if block_d <= ATOMIC_DQ_MAX_BLOCK_D else ())
         for kind in kinds:
             for causal, masked, dropout in ((False, False, False), (True, True, False), (False, False, True),

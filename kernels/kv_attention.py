@@ -174,7 +174,7 @@ def aot_configs():
                 configs.append(dict(kernel=kv_attention_split_kernel, archs=AOT_ARCHS,
                                     name=f"kv_attention_split_{dtype}_d{head_dim}{'_causal' if causal else ''}"
                                          f"{'_decode' if decode else ''}",
-                                    signature=signature, values=_DECODE_VALUES if decode else {},
+                                    signature=signature, values=_DECODE_VALUES if decode else _VALUES,
                                     constexprs=dict(launch, CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_D=block_d,
                                                     NUM_SPLITS=8, UPCAST=False, INPUT_PRECISION="ieee"),
                                     options=options))
@@ -188,9 +188,14 @@ def aot_configs():
                                **{n: "i32" for n in ("stride_ob", "stride_oh", "stride_os", "stride_ot", "stride_lb",
                                                      "stride_lh", "stride_ls", "stride_yb", "stride_yt", "stride_yh",
                                                      "Sq")}},
-                    values=_DECODE_VALUES if decode else {},
+                    values=_DECODE_COMBINE_VALUES if decode else {},
                     constexprs=dict(combine, HEAD_DIM=head_dim, BLOCK_D=block_d, NUM_SPLITS=8), options=c_options))
     return configs
 
 
-_DECODE_VALUES = {"Sq": 1, "stride_ls": 1, "group": 1}  # representative integer values (sslfast.aot)
+# representative integer values (sslfast.aot): a split's key range (chunk) is whole key tiles; in a decode step
+# Sq = 1 and so the partial statistics' split stride, the head stride is NUM_SPLITS (8), and without grouped
+# queries group = 1
+_VALUES = {"chunk": 64}
+_DECODE_VALUES = {"chunk": 64, "Sq": 1, "stride_ls": 1, "stride_lh": 8, "group": 1}
+_DECODE_COMBINE_VALUES = {"Sq": 1, "stride_ls": 1, "stride_lh": 8}

@@ -81,6 +81,9 @@ def runtime_specialization(fn, cfg: dict) -> tuple[dict, dict]:
     64/128, hidden sizes), so that is what the tables must keep spill-free. ``cfg["values"]`` gives the
     representative value of an integer argument (default: 16 for strides, 17 for other integers);
     ``cfg["unaligned"]`` lists pointers that are not aligned."""
+    unknown = set(cfg.get("values", {})) - set(cfg["signature"])
+    if unknown:
+        raise ValueError(f"{cfg['name']}: values for arguments not in the signature: {sorted(unknown)}")
     attrs, ones = {}, {}
     for name, kind in cfg["signature"].items():
         if name in cfg["constexprs"]:

@@ -197,6 +197,10 @@ def test_resume_keeps_only_this_platforms_conclusive_records(tmp_path, monkeypat
     out.write_text(json.dumps(data))
     again = selftest("cpu", **kw)
     assert len(again) == 3 and len(checked) == 4 and again[-1]["variant"] == first[0]["variant"]
+    monkeypatch.setenv("SSLFAST_CACHE", str(tmp_path / "fresh-cache"))  # nothing to rerun: the verdicts still
+    monkeypatch.setattr(_validation, "_results", {})                      # reach the validation cache
+    assert len(selftest("cpu", **kw)) == 3 and len(checked) == 4
+    assert len(json.loads(open(_validation.cache_file(torch.device("cpu"))).read())) == 3
     data["platform"] = "another-gpu"  # another platform's results are not resumed
     out.write_text(json.dumps(data))
     assert len(selftest("cpu", **kw)) == 3 and len(checked) == 7
