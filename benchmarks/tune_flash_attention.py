@@ -48,6 +48,7 @@ def entries_that_run(head_dim: int, directions) -> list[str]:
 
 
 def main(argv=None) -> None:
+    from sslfast._atomic import atomic_write_text
     from sslfast.kernels import flash_attention as fwd_module
     from sslfast.kernels import flash_attention_backward as bwd_module
     from sslfast.kernels.constants import head_dim_block
@@ -73,9 +74,7 @@ def main(argv=None) -> None:
 
     def save():
         if args.json:
-            with open(args.json + ".tmp", "w") as f:
-                json.dump({"environment": env, "records": records}, f, indent=1)
-            os.replace(args.json + ".tmp", args.json)
+            atomic_write_text(args.json, json.dumps({"environment": env, "records": records}, indent=1))
 
     causal_options = {"both": (False, True), "yes": (True,), "no": (False,)}[args.causal]
     for head_dim in args.head_dims:

@@ -115,7 +115,7 @@ def _padded_attention_pairs(q, k, vv, grad_out, key_mask, causal, p, seed, seed_
 def _packed_attention_pairs(q, k, vv, grad_out, mask, causal):
     """The padded batch's real tokens packed (T, H, D) with lengths from ``mask``'s row sums (one empty-free
     varlen batch), against per-sequence references."""
-    from sslfast.ops.attention import attention_reference
+    from sslfast.ops.attention import varlen_attention_reference
     from sslfast.ops.flash_attention import flash_attention, packed_sequence_table
     b, h, sq, d = q.shape
     len_k = mask.sum(1).to(torch.int32)  # (B,)
@@ -131,14 +131,8 @@ def _packed_attention_pairs(q, k, vv, grad_out, mask, causal):
     ours = _grads(lambda *t: flash_attention(*t, seqs, max_seqlen_q=max(lq), max_seqlen_k=max(lk), packed=True,
                                              causal=causal)[0], (pq, pk, pv), pg)
 
-    def reference(qq, kk, vvv):  # one sequence at a time
-        outs, q0, k0 = [], 0, 0
-        for nq, nk in zip(lq, lk):
-            one = (lambda t, lo, n: t[lo:lo + n].transpose(0, 1)[None])  # (1, H, L, D)
-            outs.append(attention_reference(one(qq, q0, nq), one(kk, k0, nk), one(vvv, k0, nk),
-                                            causal=causal)[0].transpose(0, 1))
-            q0, k0 = q0 + nq, k0 + nk
-        return torch.cat(outs)
+    def reference(*t):
+        return varlen_attention_reference(*t, cu_q, cu_k, causal=causal)
 
     ref = _grads(reference, [t.double() for t in (pq, pk, pv)], pg.double())
     base = _grads(reference, (pq, pk, pv), pg)

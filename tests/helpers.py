@@ -42,14 +42,5 @@ def fwd_bwd(fn, tensors, grad_out):
 
 def per_sequence_attention_reference(cu_q, cu_k, causal):
     """Packed (T, H, D) attention computed one sequence at a time by ``attention_reference``."""
-    from sslfast.ops.attention import attention_reference
-
-    def reference(q, k, v):
-        outs = []
-        for i in range(cu_q.numel() - 1):
-            q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
-            one = (lambda t, lo, hi: t[lo:hi].transpose(0, 1)[None])  # (1, H, L, D)
-            outs.append(attention_reference(one(q, q0, q1), one(k, k0, k1), one(v, k0, k1),
-                                            causal=causal)[0].transpose(0, 1))
-        return torch.cat(outs)
-    return reference
+    from sslfast.ops.attention import varlen_attention_reference
+    return lambda q, k, v: varlen_attention_reference(q, k, v, cu_q, cu_k, causal=causal)

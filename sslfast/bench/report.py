@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 
+from sslfast._atomic import atomic_write_text
+
 
 def _fmt(value, spec):
     return "—" if value is None else format(value, spec)
@@ -64,11 +66,7 @@ def write_script_report(path: str, name: str, result, device: str = "cpu") -> No
 
 
 def _write_atomically(path: str, data, **dump_options) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, **dump_options)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, **dump_options))
 
 
 def plot(path: str, records, environment: dict | None = None) -> None:

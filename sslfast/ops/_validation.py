@@ -37,6 +37,13 @@ _warned: set = set()
 
 def platform_key(device: torch.device) -> str:
     """Device name, compute capability and the software versions a kernel's behaviour depends on."""
+    if device.type == "cuda" and device.index is None:  # "cuda": the current device
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _platform_key(device)
+
+
+@functools.lru_cache(maxsize=None)  # fixed for the life of a process; kernel_allowed runs on every call of an op
+def _platform_key(device: torch.device) -> str:
     import sslfast
     try:
         import triton

@@ -18,7 +18,7 @@ from sslfast.ops._validation import kernel_allowed
 from sslfast.ops.flash_attention import flash_attention, packed_sequence_table, padded_sequence_table
 from sslfast.ops.token_layout import TokenLayout
 
-__all__ = ["attention", "varlen_attention", "unpad", "pad", "attention_reference"]
+__all__ = ["attention", "varlen_attention", "unpad", "pad", "attention_reference", "varlen_attention_reference"]
 
 _HEAD_DIMS = "a multiple of 8 from 8 to 256"
 
@@ -37,6 +37,19 @@ def attention_reference(q, k, v, *, attention_mask=None, causal=False, scale=Non
     if dropout_mask is not None:
         probs = probs * dropout_mask.to(probs.device) / (1.0 - dropout_p)
     return probs @ v
+
+
+def varlen_attention_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False):
+    """Packed q (Tq, H, D), k and v (Tk, H, D): :func:`attention_reference` one sequence at a time (causal
+    aligned bottom-right within each sequence pair)."""
+    starts_q, starts_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+
+    def one(t, lo, hi):  # (1, H, L, D) view of one sequence
+        return t[lo:hi].transpose(0, 1)[None]
+
+    outs = [attention_reference(one(q, q0, q1), one(k, k0, k1), one(v, k0, k1), causal=causal)[0].transpose(0, 1)
+            for q0, q1, k0, k1 in zip(starts_q[:-1], starts_q[1:], starts_k[:-1], starts_k[1:])]
+    return torch.cat(outs)
 
 
 def _keep_mask(q, k, attention_mask, causal):

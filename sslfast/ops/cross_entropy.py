@@ -156,20 +156,19 @@ def _chunked_pass(hidden, weight, bias, labels, label_smoothing, z_loss, needs, 
     w_mm = weight if fused else weight.float()
     b_mm = None if bias is None else (bias if fused else bias.float())
     scale_at_end = want_grad and not per_row and (not fused or hidden.dtype == torch.float16)
-    if fused and want_grad:
-        scales = row_scale.float() if per_row else \
-            torch.full((1,), 1.0 if scale_at_end else float(row_scale), device=dev)
+    in_pass = 1.0 if scale_at_end else row_scale  # None, a float or (M,)
+    if fused and isinstance(in_pass, float):
+        in_pass = torch.full((1,), in_pass, device=dev)  # the kernel reads its scale from the device
     step = _chunk_rows(v, dev)  # a multiple of 8 (see _grad_hidden_into)
     for s in range(0, m, step):
         h = hidden[s:s + step] if fused else hidden[s:s + step].float()  # (c, D)
         y = labels[s:s + step]
         with torch.no_grad():  # the gradients below are explicit; CPU fp32 takes oneDNN (~1.4x MKL at this shape)
             logits = inference_linear(h, w_mm, b_mm)  # (c, V)
+        chunk_scale = in_pass[s:s + step] if per_row else in_pass
         if fused:  # labels are kept ones: no row is ignored (-1 never matches)
-            chunk_scale = None if not want_grad else scales[s:s + step] if per_row else scales
             loss, lse, dlogits = _triton_rows(logits, y, -1, label_smoothing, z_loss, chunk_scale)
         else:
-            chunk_scale = None if not want_grad else row_scale[s:s + step].float() if per_row else 1.0
             loss, lse, dlogits = _loss_and_dlogits(logits, y, label_smoothing, z_loss, chunk_scale)
         losses[s:s + step] = loss
         lses[s:s + step] = lse
@@ -397,14 +396,14 @@ def _ce_op(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, label_
         if check_labels:
             _check_label_range("cross_entropy", labels, v, ignore_index)
         count = (labels != ignore_index).sum().clamp_min(1).float()  # () on the device
-        inv_count = 1.0 / count if reduction == "mean" else torch.ones_like(count)
+        inv_count = 1.0 / count if reduction == "mean" else torch.ones_like(count)  # ("none": 1)
+        in_pass, pending = (inv_count, torch.ones_like(count)) if fold else (torch.ones_like(count), inv_count)
         losses, _, _ = _triton_rows(logits, labels, ignore_index, label_smoothing, z_loss,
-                                    (inv_count if fold else torch.ones_like(count)).reshape(1) if want_grad else None,
-                                    grad if want_grad else logits)
-        pending = torch.ones_like(count) if fold or reduction == "none" else inv_count
+                                    in_pass.reshape(1) if want_grad else None, grad if want_grad else logits)
         return (losses if reduction == "none" else losses.sum() * inv_count), grad, pending
     indices, n_keep = _keep_rows("cross_entropy", labels, v, ignore_index)
-    inv_count = 1.0 / max(n_keep, 1) if reduction == "mean" else 1.0
+    inv_count = 1.0 / max(n_keep, 1) if reduction == "mean" else 1.0  # ("none": 1)
+    in_pass, pending = (inv_count, 1.0) if fold else (1.0, inv_count)
     if want_grad and n_keep < n:  # the only N×V buffer: kept rows are written below, only ignored ones zeroed
         ignored = torch.nonzero_static(labels == ignore_index, size=n - n_keep).squeeze(1)
         grad.index_fill_(0, ignored, 0)
@@ -415,11 +414,11 @@ def _ce_op(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, label_
         rows = indices[s:s + step]
         chunk = logits.index_select(0, rows).float()  # (c, V) fp32
         loss, _, dlogits = _loss_and_dlogits(chunk, kept_y[s:s + step], label_smoothing, z_loss,
-                                             (inv_count if fold else 1.0) if want_grad else None)
+                                             in_pass if want_grad else None)
         losses[s:s + step] = loss
         if want_grad:
             grad.index_copy_(0, rows, dlogits.to(grad.dtype))
-    pending = logits.new_full((), 1.0 if fold or reduction == "none" else inv_count, dtype=torch.float32)
+    pending = logits.new_full((), pending, dtype=torch.float32)
     if reduction == "none":
         return logits.new_zeros(n, dtype=torch.float32).index_copy_(0, indices, losses), grad, pending
     return losses.sum() * inv_count, grad, pending
