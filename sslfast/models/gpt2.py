@@ -33,7 +33,7 @@ from sslfast.models.lm_loss import labelled_rows_loss, shifted_labels
 from sslfast.models.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from sslfast.ops.attention import attention, varlen_attention
 from sslfast.ops.inference_linear import inference_linear, project
-from sslfast.ops.kv_attention import attention_with_kvcache
+from sslfast.ops.kv_attention import attention_with_kvcache, kvcache_backend
 from sslfast.ops.token_layout import TokenLayout
 
 __all__ = ["GPT2Config", "GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification"]
@@ -82,13 +82,15 @@ class Conv1D(nn.Module):
 @dataclasses.dataclass
 class CacheStep:
     """How a forward uses the key/value cache: a prompt's prefill stores each packed token at (``rows``,
-    ``positions``); a decoding step (``lengths`` set) appends ``new`` tokens to each of ``batch`` rows."""
+    ``positions``); a decoding step (``lengths`` set) appends ``new`` tokens to each of ``batch`` rows.
+    ``backend``: the attention backend, resolved once for a no-grad decoding step (its inputs already checked)."""
     cache: KVCache
     rows: Optional[torch.Tensor] = None
     positions: Optional[torch.Tensor] = None
     lengths: Optional[torch.Tensor] = None
     batch: int = 0
     new: int = 0
+    backend: Optional[str] = None
 
 
 class GPT2Attention(nn.Module):
@@ -111,9 +113,14 @@ class GPT2Attention(nn.Module):
         q, k, v = self.c_attn(x).view(t, 3, self.num_heads, self.head_dim).unbind(1)  # (T, H, hd) each
         if step is not None and step.lengths is not None:  # decoding: append to the cache and attend over it
             b, s, h = step.batch, step.new, self.num_heads
-            out = attention_with_kvcache(q.view(b, s, h, -1), step.cache.keys[self.layer_idx],
-                                         step.cache.values[self.layer_idx], step.lengths, k.view(b, s, h, -1),
-                                         v.view(b, s, h, -1), causal=True, scale=self.scale, check_capacity=False)
+            q, k, v = (z.view(b, s, h, -1) for z in (q, k, v))  # (B, s, H, hd)
+            k_cache, v_cache = step.cache.keys[self.layer_idx], step.cache.values[self.layer_idx]
+            if step.backend is not None and not torch.is_grad_enabled():
+                out = torch.ops.sslfast.attention_with_kvcache(q, k_cache, v_cache, step.lengths, k, v, True,
+                                                               self.scale, step.backend)
+            else:
+                out = attention_with_kvcache(q, k_cache, v_cache, step.lengths, k, v, causal=True, scale=self.scale,
+                                             check_capacity=False)
             out = out.reshape(t, d)
         else:
             if step is not None:  # a prompt: its keys and values fill the cache rows
@@ -227,6 +234,30 @@ class GPT2Model(GPT2PreTrainedModel):
             kind = torch.device(device).type
             dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.wte.weight.dtype
         return KVCache(c.n_layer, batch, c.n_head, c.n_embd // c.n_head, capacity, dtype=dtype, device=device)
+
+    def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Token-by-token decoding: ``input_ids`` (B, s) are the next real tokens of every row of a filled
+        ``cache``, which they extend. Returns their final hidden states (B · s, D). The lean path ``generate``
+        runs every step: no padding, layout or transformers cache to resolve."""
+        b, s = input_ids.shape
+        if cache.batch != b:
+            raise ValueError(f"the cache holds {cache.batch} sequences, the input {b}")
+        if cache.max_length + s > self.wpe.num_embeddings:
+            raise ValueError(f"positions reach {cache.max_length + s - 1}, beyond n_positions="
+                             f"{self.wpe.num_embeddings}")
+        cache.reserve(s)
+        lengths = cache.lengths.clone()  # (B,) filled positions before this step
+        positions = lengths.long()[:, None] + torch.arange(s, device=input_ids.device)  # (B, s)
+        x = self.drop(self.wte(input_ids) + self.wpe(positions)).view(b * s, -1)  # (B·s, D)
+        c = self.config
+        backend = None if torch.is_grad_enabled() else kvcache_backend(x.device, cache.keys[0].dtype,
+                                                                         c.n_embd // c.n_head)
+        step = CacheStep(cache, lengths=lengths, batch=b, new=s, backend=backend)
+        layout = TokenLayout(b, s)
+        for block in self.h:
+            x = self.run_layer(block, x, layout, step)
+        cache.advance(s)
+        return self.ln_f(x)
 
     def encode(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
                past_key_values=None, use_cache=False, output_hidden_states=False, cu_seqlens=None, max_seqlen=None):
@@ -394,6 +425,9 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
     def next_token_logits(self, input_ids, attention_mask=None, cache: Optional[KVCache] = None) -> torch.Tensor:
         """(B, V) fp32 logits of each row's last real token, extending ``cache`` (used by ``generate``: only
         B rows go through the vocabulary projection)."""
+        if isinstance(cache, KVCache) and cache.max_length > 0 and attention_mask is None:
+            x = self.transformer.decode_step(input_ids, cache)  # (B · s, D)
+            return project(self.lm_head, x.view(input_ids.shape[0], -1, x.shape[-1])[:, -1]).float()
         x, layout, _, _ = self.transformer.encode(input_ids, attention_mask, past_key_values=cache,
                                                   use_cache=cache is not None)
         last = layout.last_tokens(x) if layout.varlen else x.view(input_ids.shape[0], -1, x.shape[-1])[:, -1]

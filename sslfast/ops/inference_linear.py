@@ -1,9 +1,15 @@
-"""``F.linear`` for inference on CPU: fp32 projections that need no gradient go through oneDNN's inner
-product (PyTorch's own ``mkldnn::_linear_pointwise``, the op ``torch.compile`` uses on CPU) instead of the MKL
-GEMM behind ``F.linear``. Same result up to fp32 rounding (oneDNN sums in another order: its rms error against
-float64 is 1.5-2x MKL's, ~4e-7 relative at width 768); for the few-row products of token-by-token decoding
-it is 2-4x faster (a GPT-2 vocabulary projection, 8 rows: 11 ms instead of 31 ms on 2 cores), and still ~25%
-faster at 512 rows. Anything else (autograd, autocast, CUDA, other dtypes, tracing) is plain ``F.linear``."""
+"""``F.linear`` for inference on CPU: fp32 projections that need no gradient skip the MKL GEMM behind
+``F.linear``, which is slow for the few rows of token-by-token decoding.
+
+- Up to :data:`FEW_ROWS` rows: sslfast's C++ kernel ``sslfast::few_row_linear`` (``csrc/few_row_linear.cpp``),
+  which streams the weight once, in whichever layout it is stored, at the machine's memory read rate. A
+  decoding step is bound by that stream (see ``benchmarks/RESULTS.md`` for the measured ratios).
+- More rows: oneDNN's inner product (PyTorch's own ``mkldnn::_linear_pointwise``, the op ``torch.compile``
+  uses on CPU).
+
+Both give ``F.linear``'s result up to fp32 rounding (they sum in another order; tested against float64 within
+the error bound of fp32 summation in any order). Anything else (autograd, autocast, CUDA, other dtypes,
+tracing) is plain ``F.linear``."""
 from __future__ import annotations
 
 from typing import Optional
@@ -12,7 +18,11 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 import torch.nn.functional as F
 
-__all__ = ["inference_linear", "project", "onednn_linear_available"]
+from sslfast import _extension
+
+__all__ = ["inference_linear", "project", "onednn_linear_available", "few_row_linear_available", "FEW_ROWS"]
+
+FEW_ROWS = 4  # at most this many rows go through the few-row kernel (more: oneDNN, faster there)
 
 
 def onednn_linear_available() -> bool:
@@ -20,7 +30,17 @@ def onednn_linear_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def few_row_linear_available() -> bool:
+    """Whether sslfast's C++ extension (with ``sslfast::few_row_linear``) is built."""
+    return _extension._C is not None and hasattr(torch.ops.sslfast, "few_row_linear")
+
+
 _AVAILABLE = onednn_linear_available()
+_FEW_ROW_AVAILABLE = few_row_linear_available()
+if _FEW_ROW_AVAILABLE:
+    @torch.library.register_fake("sslfast::few_row_linear")
+    def _(x, weight, bias):
+        return x.new_empty(x.shape[0], weight.shape[0])
 
 
 def _differentiation_active() -> bool:
@@ -30,7 +50,8 @@ def _differentiation_active() -> bool:
 
 
 def _takes_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
-    if not _AVAILABLE or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+    """Whether the call may leave ``F.linear`` (for the few-row kernel or oneDNN)."""
+    if not (_AVAILABLE or _FEW_ROW_AVAILABLE) or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
@@ -51,7 +72,12 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     """``x @ weight.T + bias``, as :func:`torch.nn.functional.linear` (up to float rounding; ``weight`` is (out, in);
     a transposed view of an (in, out) matrix works without a copy). (..., in) -> (..., out)."""
     if _takes_onednn(x, weight, bias):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        rows = x.numel() // x.shape[-1]
+        if _FEW_ROW_AVAILABLE and rows <= FEW_ROWS and (weight.stride(0) == 1 or weight.stride(1) == 1):
+            out = torch.ops.sslfast.few_row_linear(x.reshape(rows, x.shape[-1]).contiguous(), weight, bias)
+            return out.view(*x.shape[:-1], weight.shape[0])
+        if _AVAILABLE:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 

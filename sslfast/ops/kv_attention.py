@@ -17,7 +17,7 @@ from sslfast.ops._checks import check_same_device, check_tensor
 from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
 from sslfast.ops._validation import kernel_allowed
 
-__all__ = ["attention_with_kvcache", "kvcache_attention_reference"]
+__all__ = ["attention_with_kvcache", "kvcache_attention_reference", "kvcache_backend"]
 
 
 
@@ -219,16 +219,24 @@ def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         if low < 0 or needed > k_cache.shape[1]:
             raise ValueError(f"attention_with_kvcache: cache_seqlens must be >= 0 and leave room for the new keys: "
                              f"needs {needed} positions, the cache has {k_cache.shape[1]}")
-    name = resolve_backend("attention_with_kvcache", backend, q.device, ("triton", "torch"))
-    if name == "triton" and backend == "auto":
-        if not kernel_allowed("attention_with_kvcache", q.dtype, f"d{q.shape[-1]}", "causal" if causal else "full",
-                              q.device):  # one kernel per head dim and causal flag
-            name = "torch"
+    name = kvcache_backend(q.device, q.dtype, q.shape[-1], causal, backend)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_new, v_new, k_cache, v_cache)):
         return _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal), scale)
     return torch.ops.sslfast.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_new, bool(causal),
                                                     scale, name)
+
+
+def kvcache_backend(device: torch.device, dtype: torch.dtype, head_dim: int, causal: bool = True,
+                    backend: str = "auto") -> str:
+    """The backend :func:`attention_with_kvcache` runs for these inputs (``auto``: the Triton kernel on CUDA
+    where its variant passed the self-check, PyTorch otherwise). Decoding loops resolve it once per step."""
+    name = resolve_backend("attention_with_kvcache", backend, device, ("triton", "torch"))
+    if name == "triton" and backend == "auto":
+        if not kernel_allowed("attention_with_kvcache", dtype, f"d{head_dim}", "causal" if causal else "full",
+                              device):  # one kernel per head dim and causal flag
+            name = "torch"
+    return name
 
 
 def _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale):

@@ -1,0 +1,116 @@
+// y = x @ W^T + b for a few rows of x (token-by-token decoding), fp32 on the CPU.
+//
+// With 1-16 rows a projection does one or a few multiply-adds per weight element it reads, so its time is
+// the time to stream the weight from memory once. Each thread streams its own contiguous part of the weight:
+//  - W stored (out, in) (nn.Linear, a tied vocabulary): a thread takes a block of output rows and reads each
+//    row once, with every input row's dot product accumulated in registers;
+//  - W stored (in, out) (GPT-2's Conv1D, seen as a transposed view): a thread takes a band of output columns
+//    and walks the input dimension a few rows at a time, reading a contiguous segment of each weight row and
+//    updating its band of the result, which stays in L1/L2.
+// Registered as the dispatcher op sslfast::few_row_linear (no pybind11 call on the hot path).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace sslfast {
+namespace {
+
+constexpr int64_t kMaxRows = 8;  // rows handled in registers at once; more rows are done 8 at a time
+
+using Kernel = void (*)(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, int64_t,
+                        int64_t);
+
+#if defined(__x86_64__) || defined(_M_X64)
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace avx512 {
+#define SSLFAST_LANES 16
+#include "few_row_linear_kernels.h"
+#undef SSLFAST_LANES
+}  // namespace avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#define SSLFAST_LANES 8
+#include "few_row_linear_kernels.h"
+#undef SSLFAST_LANES
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+namespace generic {
+#define SSLFAST_LANES 4
+#include "few_row_linear_kernels.h"
+#undef SSLFAST_LANES
+}  // namespace generic
+
+Kernel pick(bool rows, int m) {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const int level = __builtin_cpu_supports("avx512f") ? 2
+                           : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+  if (level == 2) return avx512::pick(rows, m);
+  if (level == 1) return avx2::pick(rows, m);
+#endif
+  return generic::pick(rows, m);
+}
+
+}  // namespace
+
+// x (M, K) fp32 contiguous, weight (N, K) fp32 with unit stride along K (nn.Linear) or along N (a transposed
+// (K, N) matrix), bias (N,) or undefined -> (M, N).
+at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1),
+              "few_row_linear: expected x (M, K) and weight (N, K), got ", x.sizes(), " and ", weight.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat,
+              "few_row_linear: fp32 only");
+  TORCH_CHECK(x.is_contiguous(), "few_row_linear: x must be contiguous");
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const bool rows_layout = weight.stride(1) == 1 && (N <= 1 || weight.stride(0) >= K);
+  const bool columns_layout = weight.stride(0) == 1 && (K <= 1 || weight.stride(1) >= N);
+  TORCH_CHECK(rows_layout || columns_layout, "few_row_linear: the weight needs a unit stride along one dimension, "
+              "got strides ", weight.strides());
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias) {
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->dim() == 1 && bias->size(0) == N && bias->is_contiguous(),
+                "few_row_linear: bias must be a contiguous fp32 (N,) = (", N, ",) vector, got ", bias->sizes());
+  }
+  at::Tensor y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  if (K == 0) return has_bias ? y.copy_(bias->expand({M, N})) : y.zero_();
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  const float* bp = has_bias ? bias->data_ptr<float>() : nullptr;
+  float* yp = y.data_ptr<float>();
+  const int64_t ldw = rows_layout ? (N <= 1 ? K : weight.stride(0)) : (K <= 1 ? N : weight.stride(1));
+  // grains: ~64 KiB of weight per task, so both cores share even a small matrix
+  const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 14) / std::max<int64_t>(K, 1));
+  for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {
+    const int64_t rows = std::min(kMaxRows, M - m0);
+    const Kernel kernel = pick(rows_layout, static_cast<int>(rows));
+    const float* xm = xp + m0 * K;
+    float* ym = yp + m0 * N;
+    if (rows_layout) {
+      at::parallel_for(0, N, grain, [&](int64_t a, int64_t b) { kernel(xm, K, wp, ldw, bp, ym, N, K, a, b); });
+    } else {
+      // column bands whose edges fall on 16-float boundaries, one or more per thread
+      const int64_t blocks = (N + 15) / 16;
+      at::parallel_for(0, blocks, std::max<int64_t>(1, grain / 16), [&](int64_t a, int64_t b) {
+        kernel(xm, K, wp, ldw, bp, ym, N, K, a * 16, std::min(N, b * 16));
+      });
+    }
+  }
+  return y;
+}
+
+}  // namespace sslfast
+
+TORCH_LIBRARY_FRAGMENT(sslfast, m) {
+  m.def("few_row_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
+  m.impl("few_row_linear", &sslfast::few_row_linear_cpu);
+}
