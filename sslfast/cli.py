@@ -69,7 +69,14 @@ def _run_bench(args) -> int:
             f.write(to_markdown(records, env))
     if args.plot:
         plot(args.plot, records, env)
-    return 0 if all(r.get("correct") for r in records) else 1
+    failing = [f"{r.get('op')}/{r.get('case')}" for r in records if not r.get("correct")]
+    if failing:
+        print(f"sslfast bench: {len(failing)} of {len(records)} rows incorrect: {'; '.join(failing)}")
+        return 1
+    exact = sum(r.get("reference") == "float64" for r in records)
+    print(f"sslfast bench: all {len(records)} rows correct ({exact} judged against float64 references, "
+          f"{len(records) - exact} against their baseline)")
+    return 0
 
 
 def _records_to_keep(args) -> list:
@@ -103,8 +110,21 @@ def _run_plot(args) -> int:
     return 0
 
 
+def _user_error(exc: BaseException) -> bool:
+    """A mistake in what the user gave (options, files, data, checkpoints), not a bug: one line, exit 2."""
+    from sslfast.data.corpus import CorpusError
+    from sslfast.models.hub import CheckpointError
+    from sslfast.ops._dispatch import BackendUnavailableError
+    from sslfast.train.config import ConfigError
+    return isinstance(exc, (ConfigError, CorpusError, CheckpointError, BackendUnavailableError, FileNotFoundError,
+                            IsADirectoryError, NotADirectoryError, PermissionError))
+
+
 def main(argv=None) -> int:
+    from sslfast import __version__
     parser = argparse.ArgumentParser(prog="sslfast", description="sslfast: fused kernels for self-supervised learning")
+    parser.add_argument("--version", action="version", version=f"sslfast {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_bench(sub)
     from sslfast.train.pretrain import add_pretrain_parser
@@ -119,7 +139,16 @@ def main(argv=None) -> int:
         from sslfast.selftest import main as selftest_main
         return selftest_main(argv[1:])
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"sslfast {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug or not _user_error(exc):
+            raise  # a bug: the traceback is what a report needs
+        print(f"sslfast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from sslfast._atomic import atomic_write_text
 
@@ -15,7 +16,7 @@ COLUMNS = [("op", "op", "s"), ("case", "case", "s"), ("baseline", "baseline", "s
            ("baseline ms", "baseline_ms", ".2f"), ("sslfast ms", "sslfast_ms", ".2f"),
            ("speedup", "speedup", ".2f"), ("base MiB", "baseline_peak_mb", ".1f"),
            ("sslfast MiB", "sslfast_peak_mb", ".1f"), ("mem ratio", "memory_ratio", ".3f"),
-           ("correct", "correct", "")]
+           ("error", "max_error", ".1e"), ("tolerance", "tolerance", ".1e"), ("correct", "correct", "")]
 
 
 def rows(records):
@@ -35,6 +36,24 @@ def print_table(records) -> None:
     for r in records:
         if r.get("error"):
             print(f"  {r['op']}/{r['case']}: {r['error']}")
+    for line in failure_reasons(records):
+        print(f"sslfast bench: INCORRECT {line}", file=sys.stderr)
+
+
+def failure_reasons(records) -> list:
+    """One line per incorrect row: the case, its error, the tolerance and what it was compared with."""
+    lines = []
+    for r in records:
+        if r.get("correct"):
+            continue
+        key = f"{r.get('op')}/{r.get('case')}"
+        if r.get("why"):
+            lines.append(r["why"])
+        elif r.get("error"):
+            lines.append(f"{key}: failed to run: {r['error']}")
+        else:
+            lines.append(f"{key}: error {r.get('max_error')} exceeds the tolerance {r.get('tolerance')}")
+    return lines
 
 
 def to_markdown(records, environment: dict | None = None) -> str:
@@ -49,6 +68,13 @@ def to_markdown(records, environment: dict | None = None) -> str:
     lines.append("|" + "---|" * len(COLUMNS))
     for row in rows(records):
         lines.append("| " + " | ".join(row) + " |")
+    bounded = [r for r in records if r.get("bound_ratio") is not None]
+    if bounded:
+        lines.append("")
+    for r in bounded:
+        lines.append(f"- {r['op']}/{r['case']}: sslfast takes {r['bound_ratio']:.2f}× and the baseline "
+                     f"{r['baseline_bound_ratio']:.2f}× the time of {r['probe']} ({r['probe_ms']:.2f} ms per step, "
+                     f"same run)")
     return "\n".join(lines) + "\n"
 
 

@@ -67,7 +67,8 @@ _TYPES = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optiona
 
 
 def add_pretrain_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("pretrain", help="pretrain a model (BERT; GPT-2 and auto-encoders as they land)",
+    p = sub.add_parser("pretrain", help="pretrain a model: BERT (MLM, NSP, SOP), GPT-2 (causal LM) or an auto-encoder "
+                                         "(ae, dae, vae, vqvae)",
                        description="Pretrain a model on the embedded corpus or your data. Under torchrun, "
                                    "runs DistributedDataParallel (or FSDP2 with --fsdp) on every process.",
                        argument_default=argparse.SUPPRESS)

@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from sslfast.bench.case import Case
+from sslfast.bench.case import Case, float64_twin
 
 
 def unavailable_reason():
@@ -52,5 +52,5 @@ def cases(quick: bool, device: str):
 
     return [Case(op="sentence_transformers", case=f"all-MiniLM-L6-v2 encode {len(texts)} sentences of 5-100 words, "
                  f"batch 32, fp32", dtype="fp32", baseline_name="sentence-transformers (transformers sdpa)",
-                 make_inputs=lambda: (texts,), baseline=encode(model), candidate=encode(patched), error=error,
-                 tolerance=1e-5)]
+                 make_inputs=lambda: (texts,), baseline=encode(model), candidate=encode(patched),
+                 reference=encode(float64_twin(model)), error=error, tolerance=1e-6)]
