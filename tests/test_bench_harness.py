@@ -194,3 +194,13 @@ def test_vq_lookup_rows_include_faiss_and_agree_with_it():
     case = next(c for c in vq.cases(True, "cpu") if c.baseline_name == "FAISS IndexFlatL2")
     inputs = case.make_inputs()
     assert case.judge(inputs, case.baseline(*inputs), case.candidate(*inputs))["correct"]
+
+
+def test_readme_tables_are_generated_from_their_results_files():
+    # a figure table in the README is what `python -m sslfast.bench.results` writes from the named file
+    from sslfast.bench.results import _BLOCK, fill_tables
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    assert _BLOCK.search(readme), "the README has no generated bench table"
+    assert fill_tables(readme, os.path.join(REPO, "benchmarks", "results")) == readme, \
+        "README bench tables differ from their results files: run python -m sslfast.bench.results"

@@ -28,6 +28,29 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_features() -> str:
+    """The vector extensions that decide which CPU kernels run (oneDNN's, MKL's and sslfast's): e.g.
+    "avx2 fma avx512f amx_tile"."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return " ".join(w for w in wanted if w in flags)
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def machine_summary(env: dict) -> str:
+    """One line naming the machine of a results file: the device, or the CPU with its threads and extensions."""
+    if env.get("device") == "cuda":
+        return f"{env.get('device_name')} (CUDA {env.get('cuda')})"
+    features = f", {env['cpu_features']}" if env.get("cpu_features") else ""
+    return f"{env.get('cpu_model')}, {env.get('cpu_threads')} threads{features}"
+
+
 PEERS = ("transformers", "liger-kernel", "cut-cross-entropy", "vector-quantize-pytorch", "faiss-cpu", "faiss-gpu")
 
 
@@ -54,6 +77,7 @@ def environment(device: str, command: list[str] | None = None) -> dict:
         "device_name": torch.cuda.get_device_name() if device == "cuda" else _cpu_model(),
         "cpu_model": _cpu_model(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_features": cpu_features(),
         "torch": torch.__version__,
         "triton": triton_version,
         "python": sys.version.split()[0],

@@ -59,7 +59,8 @@ def failure_reasons(records) -> list:
 def to_markdown(records, environment: dict | None = None) -> str:
     lines = []
     if environment:
-        lines.append(f"Device: **{environment.get('device_name')}** ({environment.get('device')}), "
+        from sslfast.bench.environment import machine_summary
+        lines.append(f"Machine: **{machine_summary(environment)}** ({environment.get('device')}), "
                      f"torch {environment.get('torch')}, triton {environment.get('triton')}, "
                      f"{environment.get('date')}, commit `{(environment.get('git_commit') or '')[:10]}`  ")
         lines.append(f"Command: `{environment.get('command')}`")

@@ -1,11 +1,14 @@
-"""Builds ``benchmarks/RESULTS.md`` from the committed result files (never edit figures by hand)."""
+"""Builds ``benchmarks/RESULTS.md`` and the README's bench tables from the committed result files (never edit
+figures by hand): ``python -m sslfast.bench.results``."""
 from __future__ import annotations
 
 import argparse
 import glob
 import json
 import os
+import re
 
+from sslfast._atomic import atomic_write_text
 from sslfast.bench.report import to_markdown
 
 HEADER = """# Benchmark results
@@ -41,14 +44,39 @@ def build(results_dir: str) -> str:
     return "".join(parts)
 
 
+_BLOCK = re.compile(r"(<!-- bench-table: (?P<name>[\w.\-]+\.json) -->\n)(?P<body>.*?)(<!-- /bench-table -->)", re.S)
+
+
+def fill_tables(text: str, results_dir: str, shown_dir: str = "benchmarks/results") -> str:
+    """``text`` (a README) with every ``<!-- bench-table: FILE.json -->`` … ``<!-- /bench-table -->`` block
+    replaced by that results file's table, its machine and command: figures are never typed by hand."""
+    def table(match):
+        path = os.path.join(results_dir, match.group("name"))
+        with open(path) as f:
+            data = json.load(f)
+        if not _is_bench_run(data):
+            raise ValueError(f"{path} is not a bench results file")
+        source = f"Results file: `{shown_dir}/{match.group('name')}`.\n\n"
+        return match.group(1) + source + to_markdown(data["records"], data["environment"]) + match.group(4)
+    return _BLOCK.sub(table, text)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results-dir", default="benchmarks/results")
     parser.add_argument("--out", default="benchmarks/RESULTS.md")
+    parser.add_argument("--readme", default="README.md",
+                        help="also refill this file's <!-- bench-table: FILE.json --> blocks ('' to skip)")
     args = parser.parse_args(argv)
-    with open(args.out, "w") as f:
-        f.write(build(args.results_dir))
+    atomic_write_text(args.out, build(args.results_dir))
     print(f"wrote {args.out}")
+    if args.readme:
+        with open(args.readme) as f:
+            text = f.read()
+        filled = fill_tables(text, args.results_dir)
+        if filled != text:
+            atomic_write_text(args.readme, filled)
+        print(f"refilled the bench tables of {args.readme} ({len(_BLOCK.findall(text))} blocks)")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from sslfast.models.activations import activation
 from sslfast.models.base import PreTrainedModel
 from sslfast.models.config import BertConfig
 from sslfast.models.hub import KeyMap
+from sslfast.models.fast_path import fused_path_allowed
 from sslfast.models.lm_loss import labelled_rows_loss
 from sslfast.models.outputs import (BaseModelOutputWithPooling, BertForPreTrainingOutput, MaskedLMOutput,
                                     MultipleChoiceModelOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
@@ -96,9 +97,13 @@ def self_attention(module: nn.Module, x: torch.Tensor, layout: TokenLayout, num_
                    dropout_p: float) -> torch.Tensor:
     """Multi-head self-attention of the packed tokens (T, D) within their own sequences."""
     t, d = x.shape
-    weight = torch.cat([module.query.weight, module.key.weight, module.value.weight])  # (3D, D): one GEMM
-    bias = torch.cat([module.query.bias, module.key.bias, module.value.bias])
-    q, k, v = F.linear(x, weight, bias).view(t, 3, num_heads, d // num_heads).unbind(1)  # (T, H, hd) each
+    if fused_path_allowed("BERT self-attention's fused QKV projection", query=module.query, key=module.key,
+                          value=module.value):
+        weight = torch.cat([module.query.weight, module.key.weight, module.value.weight])  # (3D, D): one GEMM
+        bias = torch.cat([module.query.bias, module.key.bias, module.value.bias])
+        q, k, v = F.linear(x, weight, bias).view(t, 3, num_heads, d // num_heads).unbind(1)  # (T, H, hd) each
+    else:  # an adapter, hook or subclass: the modules themselves
+        q, k, v = (m(x).view(t, num_heads, d // num_heads) for m in (module.query, module.key, module.value))
     p = dropout_p if module.training else 0.0
     if layout.varlen:
         cu, m = layout.cu_seqlens, layout.max_seqlen
@@ -345,7 +350,7 @@ class BertLMPredictionHead(nn.Module):
     def loss(self, x, labels, num_items_in_batch=None):
         """CE over the labelled rows of x (T, D), the head run on those rows only, no T×V logits."""
         return labelled_rows_loss(x, labels, self.decoder.weight, self.bias, transform=self.transform,
-                                  num_items_in_batch=num_items_in_batch)
+                                  projection=self.decoder, num_items_in_batch=num_items_in_batch)
 
 
 class BertOnlyMLMHead(nn.Module):

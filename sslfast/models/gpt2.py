@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from sslfast.models.activations import activation
 from sslfast.models.base import PreTrainedModel
 from sslfast.models.config import ConfigMixin
+from sslfast.models.conv1d import Conv1D, conv1d
 from sslfast.models.generation import GenerationMixin
 from sslfast.models.hub import KeyMap
 from sslfast.models.kv_cache import KVCache, is_empty
@@ -36,7 +37,7 @@ from sslfast.ops.inference_linear import inference_linear, project
 from sslfast.ops.kv_attention import attention_with_kvcache, kvcache_backend
 from sslfast.ops.token_layout import TokenLayout
 
-__all__ = ["GPT2Config", "GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification"]
+__all__ = ["GPT2Config", "GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification", "Conv1D"]
 
 
 @dataclasses.dataclass
@@ -67,18 +68,6 @@ class GPT2Config(ConfigMixin):
     model_type: str = "gpt2"
 
 
-class Conv1D(nn.Module):
-    """transformers' ``Conv1D``: a linear layer whose weight is stored (in, out)."""
-
-    def __init__(self, out_features: int, in_features: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-
-    def forward(self, x):  # (..., in) -> (..., out)
-        return inference_linear(x, self.weight.t(), self.bias)
-
-
 @dataclasses.dataclass
 class CacheStep:
     """How a forward uses the key/value cache: a prompt's prefill stores each packed token at (``rows``,
@@ -102,8 +91,8 @@ class GPT2Attention(nn.Module):
         self.layer_idx = layer_idx
         self.scale = (1.0 / math.sqrt(self.head_dim) if config.scale_attn_weights else 1.0) / \
             (layer_idx + 1 if config.scale_attn_by_inverse_layer_idx else 1)
-        self.c_attn = Conv1D(3 * config.n_embd, config.n_embd)
-        self.c_proj = Conv1D(config.n_embd, config.n_embd)
+        self.c_attn = conv1d(3 * config.n_embd, config.n_embd)
+        self.c_proj = conv1d(config.n_embd, config.n_embd)
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
@@ -141,8 +130,8 @@ class GPT2MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         inner = config.n_inner or 4 * config.n_embd
-        self.c_fc = Conv1D(inner, config.n_embd)
-        self.c_proj = Conv1D(config.n_embd, inner)
+        self.c_fc = conv1d(inner, config.n_embd)
+        self.c_proj = conv1d(config.n_embd, inner)
         self.act = activation(config.activation_function)
         self.dropout = nn.Dropout(config.resid_pdrop)
 
@@ -411,7 +400,8 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
                 raise ValueError("labels need whole sequences (no key/value cache)")
             ends = (layout.cu_seqlens[1:] - 1).long()
             target = shifted_labels(layout.pack(labels), ends)
-            loss = labelled_rows_loss(x, target, self.lm_head.weight, num_items_in_batch=num_items_in_batch)
+            loss = labelled_rows_loss(x, target, self.lm_head.weight, projection=self.lm_head,
+                                      num_items_in_batch=num_items_in_batch)
         logits = None
         if self.wants_logits(labels, return_logits):
             hidden = _unpacked(x, layout)

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+import torch.nn as nn
 
-from sslfast.ops.cross_entropy import linear_cross_entropy
+from sslfast.models.fast_path import fused_path_allowed
+from sslfast.ops.cross_entropy import cross_entropy, linear_cross_entropy
 
 __all__ = ["labelled_rows_loss", "shifted_labels"]
 
@@ -21,18 +23,27 @@ def shifted_labels(labels: torch.Tensor, sequence_ends: torch.Tensor, ignore_ind
 
 def labelled_rows_loss(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor,
                        bias: Optional[torch.Tensor] = None, *, transform: Optional[Callable] = None,
-                       num_items_in_batch=None, ignore_index: int = -100) -> torch.Tensor:
+                       projection: Optional[nn.Module] = None, num_items_in_batch=None,
+                       ignore_index: int = -100) -> torch.Tensor:
     """Cross-entropy of the rows of ``hidden`` (T, D) whose label (T,) is not ``ignore_index``, through
     ``transform`` (e.g. BERT's prediction-head transform, run on those rows only) and the projection
-    ``weight`` (V, D) / ``bias``, without the T×V logits. The mean over labelled rows, or their sum divided by
-    ``num_items_in_batch`` (transformers' convention under gradient accumulation); 0 when no row is labelled."""
+    ``weight`` (V, D) / ``bias``, without the T×V logits. ``projection``: the module those weights belong to;
+    when it is not plain (an adapter, a hook, a subclass: :mod:`sslfast.models.fast_path`) it is called on the
+    labelled rows instead, so its logits are built for those rows. The mean over labelled rows, or their sum
+    divided by ``num_items_in_batch`` (transformers' convention under gradient accumulation); 0 when no row is
+    labelled."""
     keep = torch.nonzero(labels != ignore_index).squeeze(1)  # (M,)
     rows = hidden.index_select(0, keep)
     if transform is not None:
         rows = transform(rows)
     reduction = "mean" if num_items_in_batch is None else "sum"
-    loss = linear_cross_entropy(rows, weight, labels.index_select(0, keep), bias, ignore_index=ignore_index,
-                                reduction=reduction)
+    targets = labels.index_select(0, keep)
+    if projection is None or fused_path_allowed("the LM loss's fused vocabulary projection", projection=projection):
+        loss = linear_cross_entropy(rows, weight, targets, bias, ignore_index=ignore_index, reduction=reduction)
+    else:
+        logits = projection(rows)  # (M, V)
+        loss = cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction) if keep.numel() \
+            else logits.sum() * 0.0
     if num_items_in_batch is None:
         return loss
     if isinstance(num_items_in_batch, torch.Tensor):

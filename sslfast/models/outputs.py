@@ -14,7 +14,11 @@ __all__ = ["ModelOutput", "BaseModelOutputWithPooling", "BaseModelOutputWithPast
 
 
 class ModelOutput(dict):
-    """``out.logits``, ``out["logits"]``, ``out[0]`` (the first set field) and ``out.to_tuple()`` all work."""
+    """``out.logits``, ``out["logits"]``, ``out[0]`` (the first set field) and ``out.to_tuple()`` all work.
+
+    As transformers' ``ModelOutput``, a client may add keys of its own (``out["input_ids"] = ids``, as
+    pipelines do; readable as attributes too); they follow the declared fields in ``keys()`` and
+    ``to_tuple()``. Reading a name that is neither a field nor an added key raises ``AttributeError``."""
 
     fields: tuple = ()
     aliases = {"past_key_values": "cache"}  # the key/value cache's name in earlier transformers versions
@@ -29,30 +33,32 @@ class ModelOutput(dict):
         name = type(self).aliases.get(name, name) if name not in type(self).fields else name
         if name in type(self).fields:
             return self.get(name)
+        if name in self:  # a key a client added
+            return dict.__getitem__(self, name)
         raise AttributeError(f"{type(self).__name__} has no field {name!r}; fields: {list(type(self).fields)}")
 
     def __setattr__(self, name, value):
-        if name not in type(self).fields:
-            raise AttributeError(f"{type(self).__name__} has no field {name!r}")
-        if value is None:
-            self.pop(name, None)
-        else:  # keep the declared order
-            items = {**self, name: value}
-            self.clear()
-            self.update((k, items[k]) for k in type(self).fields if k in items)
+        self[type(self).aliases.get(name, name)] = value
 
     def __getitem__(self, key):
         if isinstance(key, (int, slice)):
             return self.to_tuple()[key]
-        return super().__getitem__(key)
+        return super().__getitem__(type(self).aliases.get(key, key) if key not in self else key)
 
     def __reduce__(self):  # pickling and copy.deepcopy rebuild through __init__
         return type(self), (), None, None, iter(self.items())
 
     def __setitem__(self, key, value):
-        if key not in type(self).fields:
-            raise KeyError(f"{type(self).__name__} has no field {key!r}")
-        super().__setitem__(key, value)
+        if key not in type(self).fields:  # a client's own key, after the fields
+            super().__setitem__(key, value)
+            return
+        if value is None:
+            self.pop(key, None)
+            return
+        items = {**self, key: value}  # keep the declared order, added keys last
+        self.clear()
+        self.update((k, items[k]) for k in type(self).fields if k in items)
+        self.update((k, v) for k, v in items.items() if k not in type(self).fields)
 
     def to_tuple(self) -> tuple:
         return tuple(self.values())

@@ -34,7 +34,8 @@ def _lm_forward(self, input_ids=None, cache=None, attention_mask=None, token_typ
     if labels is not None:
         target = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100)  # row t predicts labels[t + 1]
         loss = labelled_rows_loss(hidden.reshape(-1, hidden.shape[-1]), target.reshape(-1).to(hidden.device),
-                                  self.lm_head.weight, num_items_in_batch=num_items_in_batch)
+                                  self.lm_head.weight, projection=self.lm_head,
+                                  num_items_in_batch=num_items_in_batch)
     wants = labels is None or (not self.training if return_logits is None else bool(return_logits))
     logits = None
     if wants:
