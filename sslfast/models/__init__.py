@@ -1,4 +1,7 @@
 """Drop-in fast replacements for Hugging Face models, built on sslfast's fused ops."""
+from sslfast.models.auto import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForMultipleChoice,
+                                 AutoModelForPreTraining, AutoModelForQuestionAnswering,
+                                 AutoModelForSequenceClassification, AutoModelForTokenClassification)
 from sslfast.models.autoencoder import AutoEncoder, AutoEncoderConfig
 from sslfast.models.base import PreTrainedModel
 from sslfast.models.bert import (BertForMaskedLM, BertForMultipleChoice, BertForPreTraining,
@@ -18,4 +21,7 @@ __all__ = [
     "BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering",
     "BertForMultipleChoice", "GPT2Config", "GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification", "KVCache",
     "AutoEncoderConfig", "AutoEncoder", "DenoisingAutoEncoder", "VariationalAutoEncoder", "VQVAE", "CheckpointError",
+    "AutoModel", "AutoModelForPreTraining", "AutoModelForMaskedLM", "AutoModelForCausalLM",
+    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoModelForQuestionAnswering",
+    "AutoModelForMultipleChoice",
 ]

@@ -3,6 +3,8 @@ clients (``Trainer``, sentence-transformers, fine-tuning scripts) call, with che
 format. Each model file (``bert.py``, ``gpt2.py``) adds only what is its own."""
 from __future__ import annotations
 
+import functools
+
 import math
 import os
 import warnings
@@ -16,6 +18,22 @@ from sslfast.models.hub import (CheckpointError, KeyMap, config_to_dict, load_co
                                 read_state_dict, warn_unexpected, write_checkpoint)
 
 __all__ = ["PreTrainedModel"]
+
+
+@functools.lru_cache(maxsize=None)
+def transformers_output_class(output_class: type) -> type:
+    """transformers' own output class of the same name where transformers is installed (so that its pipelines,
+    ``isinstance`` checks and pytree handling see a real ``ModelOutput``); sslfast's otherwise."""
+    try:
+        import transformers.modeling_outputs as outputs
+        from transformers.models.bert import modeling_bert
+    except ImportError:
+        return output_class
+    name = output_class.__name__
+    found = getattr(outputs, name, None) or getattr(modeling_bert, name, None)
+    if found is None or not set(output_class.fields) <= {f for f in found.__dataclass_fields__}:
+        return output_class
+    return found
 
 
 class PreTrainedModel(nn.Module):
@@ -194,7 +212,7 @@ class PreTrainedModel(nn.Module):
         the config's ``use_return_dict`` decides, as in transformers)."""
         if return_dict is None:
             return_dict = getattr(self.config, "use_return_dict", getattr(self.config, "return_dict", True))
-        out = output_class(**fields)
+        out = transformers_output_class(output_class)(**fields)
         return out if return_dict else out.to_tuple()
 
     def wants_logits(self, labels, return_logits: Optional[bool]) -> bool:

@@ -7,7 +7,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-__all__ = ["GenerationMixin", "process_logits"]
+__all__ = ["GenerationMixin", "process_logits", "default_generation_config"]
 
 
 def process_logits(logits: torch.Tensor, tokens: torch.Tensor, *, step: int, min_new_tokens: int,
@@ -39,31 +39,85 @@ def process_logits(logits: torch.Tensor, tokens: torch.Tensor, *, step: int, min
     return logits
 
 
+# transformers' defaults for a GenerationConfig field left None (transformers 5 resolves them the same way)
+_DEFAULTS = {"max_length": 20, "min_length": 0, "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+             "repetition_penalty": 1.0, "num_return_sequences": 1, "num_beams": 1}
+# GenerationConfig fields generate() has no implementation for: set to anything but their neutral value, they
+# raise instead of being silently ignored
+_UNSUPPORTED = {"num_beams": 1, "num_beam_groups": 1, "penalty_alpha": None, "no_repeat_ngram_size": None,
+                "encoder_no_repeat_ngram_size": None, "bad_words_ids": None, "force_words_ids": None,
+                "constraints": None, "typical_p": None, "epsilon_cutoff": None, "eta_cutoff": None, "min_p": None,
+                "diversity_penalty": None, "length_penalty": None, "exponential_decay_length_penalty": None,
+                "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
+                "guidance_scale": None, "watermarking_config": None, "assistant_model": None,
+                "prompt_lookup_num_tokens": None, "output_attentions": False, "output_hidden_states": False,
+                "renormalize_logits": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+                "stop_strings": None, "top_h": None}
+
+
+def default_generation_config(config):
+    """transformers' ``GenerationConfig`` for a model config (None without transformers)."""
+    try:
+        from transformers import GenerationConfig
+    except ImportError:
+        return None
+    if hasattr(config, "get_text_config"):  # a transformers config
+        return GenerationConfig.from_model_config(config)
+    return GenerationConfig(**{k: getattr(config, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                               if getattr(config, k, None) is not None})
+
+
 class GenerationMixin:
-    """``generate`` for models with ``next_token_logits(input_ids, attention_mask, cache)`` and ``new_cache``."""
+    """``generate`` for models with ``next_token_logits(input_ids, attention_mask, cache)`` and ``new_cache``,
+    taking transformers' ``GenerationConfig`` (``model.generation_config`` by default), its keyword arguments,
+    ``logits_processor``, ``stopping_criteria`` and ``return_dict_in_generate`` / ``output_scores`` /
+    ``output_logits``; what it does not implement (beam search, ...) raises an error naming it."""
+
+    def can_generate(self) -> bool:
+        return True
 
     @torch.no_grad()
-    def generate(self, input_ids: Union[torch.Tensor, Sequence[Sequence[int]]], attention_mask=None, *,
-                 max_new_tokens: int, min_new_tokens: int = 0, do_sample: bool = False, temperature: float = 1.0,
-                 top_k: Optional[int] = None, top_p: Optional[float] = None, repetition_penalty: float = 1.0,
-                 eos_token_id=None, pad_token_id: Optional[int] = None, num_return_sequences: int = 1,
-                 generator: Optional[torch.Generator] = None, streamer=None) -> torch.Tensor:
+    def generate(self, input_ids: Union[torch.Tensor, Sequence[Sequence[int]], None] = None, attention_mask=None, *,
+                 generation_config=None, logits_processor=None, stopping_criteria=None, streamer=None,
+                 generator: Optional[torch.Generator] = None, **kwargs):
         """Continue each prompt by up to ``max_new_tokens`` tokens; returns (B · num_return_sequences,
         prompt length + new) ids: the prompts as given (left-padded) followed by the new tokens, ``pad_token_id``
         after a sequence's EOS. Generation stops early once every sequence has ended, as transformers'.
 
         ``input_ids``: (B, S) left-padded with ``attention_mask``, or a list of token lists (left-padded here).
-        ``eos_token_id`` / ``pad_token_id`` default to the config's (pad falls back to EOS). A seeded
-        ``generator`` reproduces a sampled run. ``streamer``: an object with ``put`` / ``end`` (transformers'
-        streamers: ``put`` gets the prompts, then each step's (B,) tokens) or a callable given each step's tokens.
+        Options come from ``generation_config`` (default ``model.generation_config``), overridden by keyword
+        arguments, as in transformers: ``max_new_tokens`` / ``max_length``, ``min_new_tokens`` / ``min_length``,
+        ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``, ``eos_token_id`` (an id or a
+        list), ``pad_token_id``, ``num_return_sequences``, ``return_dict_in_generate``, ``output_scores``,
+        ``output_logits``. ``logits_processor`` (transformers' ``LogitsProcessorList`` or any
+        ``(input_ids, scores) -> scores``) runs after the built-in processing; ``stopping_criteria`` (a
+        ``StoppingCriteriaList`` or ``(input_ids, scores) -> bool / (B,) bool``) ends rows. A seeded ``generator``
+        reproduces a sampled run. ``streamer``: an object with ``put`` / ``end`` (transformers' streamers: ``put``
+        gets the prompts, then each step's (B,) tokens) or a callable given each step's tokens.
         """
+        if input_ids is None:
+            input_ids = kwargs.pop("inputs", None)
+        if input_ids is None:
+            raise ValueError("generate: pass input_ids (the prompts)")
+        options = self._generation_options(generation_config, kwargs)
+        if options.pop("use_cache", True) is False:
+            raise NotImplementedError("generate: use_cache=False is not supported (decoding always keeps the cache)")
         config = self.config
-        eos = eos_token_id if eos_token_id is not None else getattr(config, "eos_token_id", None)
-        eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-        pad = pad_token_id if pad_token_id is not None else getattr(config, "pad_token_id", None)
+        eos = options["eos_token_id"] if options["eos_token_id"] is not None else getattr(config, "eos_token_id", None)
+        if eos is None:
+            eos = []
+        elif isinstance(eos, torch.Tensor):
+            eos = [int(e) for e in eos.flatten().tolist()]
+        else:
+            eos = [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
+        pad = options["pad_token_id"] if options["pad_token_id"] is not None else getattr(config, "pad_token_id", None)
         pad = pad if pad is not None else (eos[0] if eos else 0)
         device = next(self.parameters()).device
         input_ids, attention_mask = _as_left_padded(input_ids, attention_mask, pad, device)
+        max_new_tokens, min_new_tokens = _lengths(options, input_ids.shape[1])
+        do_sample, temperature, top_k, top_p = (options["do_sample"], options["temperature"], options["top_k"],
+                                                options["top_p"])
+        repetition_penalty, num_return_sequences = options["repetition_penalty"], options["num_return_sequences"]
         _check_generation_args(self, input_ids, attention_mask, max_new_tokens, min_new_tokens, do_sample,
                                temperature, top_k, top_p, repetition_penalty, num_return_sequences)
         if num_return_sequences > 1:
@@ -75,6 +129,8 @@ class GenerationMixin:
         tokens = input_ids
         finished = torch.zeros(b, dtype=torch.bool, device=device)
         eos_t = torch.tensor(eos, device=device, dtype=torch.long)
+        keep_scores, keep_logits = options["output_scores"], options["output_logits"]
+        scores_seen, logits_seen = [], []
         if streamer is not None and hasattr(streamer, "put"):
             streamer.put(input_ids.cpu())
         logits = self.next_token_logits(input_ids, attention_mask, cache)  # the prompt, unpadded
@@ -82,6 +138,12 @@ class GenerationMixin:
             scores = process_logits(logits, tokens, step=step, min_new_tokens=min_new_tokens, eos=eos,
                                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                                     repetition_penalty=repetition_penalty)
+            if logits_processor is not None:
+                scores = logits_processor(tokens, scores)
+            if keep_scores:
+                scores_seen.append(scores)
+            if keep_logits:
+                logits_seen.append(logits)
             if do_sample:
                 chosen = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
             else:
@@ -92,13 +154,69 @@ class GenerationMixin:
                 streamer.put(chosen.cpu()) if hasattr(streamer, "put") else streamer(chosen)
             if len(eos):
                 finished |= torch.isin(chosen, eos_t)
-                if bool(finished.all()):
-                    break
+            if stopping_criteria is not None:
+                stop = stopping_criteria(tokens, scores)
+                finished |= torch.as_tensor(stop, device=device).expand(b).bool()
+            if (len(eos) or stopping_criteria is not None) and bool(finished.all()):
+                break
             if step + 1 < max_new_tokens:
                 logits = self.next_token_logits(chosen[:, None], None, cache)
         if streamer is not None and hasattr(streamer, "end"):
             streamer.end()
-        return tokens
+        if not options["return_dict_in_generate"]:
+            return tokens
+        from transformers.generation.utils import GenerateDecoderOnlyOutput
+        return GenerateDecoderOnlyOutput(sequences=tokens, scores=tuple(scores_seen) if keep_scores else None,
+                                         logits=tuple(logits_seen) if keep_logits else None)
+
+    def _generation_options(self, generation_config, kwargs) -> dict:
+        """Every option generate() reads: the config's value (transformers' default where None), then the
+        keyword arguments; an option it does not implement raises, as does an unknown keyword."""
+        base = generation_config if generation_config is not None else getattr(self, "generation_config", None)
+        values = {} if base is None else {k: v for k, v in base.to_dict().items()}
+        unknown = []
+        for key, value in kwargs.items():
+            if base is not None and not hasattr(base, key) and key not in ("max_new_tokens", "min_new_tokens"):
+                unknown.append(key)
+            values[key] = value
+        if unknown:
+            raise TypeError(f"generate: unexpected argument(s) {unknown}")
+        for key, neutral in _UNSUPPORTED.items():
+            value = values.get(key)
+            if value is not None and value != neutral and not (key == "num_beams" and value == 1):
+                raise NotImplementedError(f"generate: {key}={value!r} is not supported by sslfast's generate "
+                                          "(greedy and sampling with temperature / top-k / top-p, repetition "
+                                          "penalty, logits processors and stopping criteria are)")
+        options = {}
+        for key in ("max_new_tokens", "max_length", "min_new_tokens", "min_length", "do_sample", "temperature",
+                    "top_k", "top_p", "repetition_penalty", "eos_token_id", "pad_token_id", "num_return_sequences",
+                    "return_dict_in_generate", "output_scores", "output_logits", "use_cache"):
+            value = values.get(key)
+            options[key] = _DEFAULTS.get(key) if value is None and base is not None else value
+        if base is None:  # no transformers: sslfast's own defaults
+            options.update({k: v for k, v in (("do_sample", False), ("temperature", 1.0), ("repetition_penalty", 1.0),
+                                               ("num_return_sequences", 1)) if options[k] is None})
+        for flag in ("return_dict_in_generate", "output_scores", "output_logits"):
+            options[flag] = bool(options[flag])
+        if options["return_dict_in_generate"]:
+            try:
+                import transformers  # noqa: F401
+            except ImportError as exc:
+                raise NotImplementedError("generate: return_dict_in_generate needs transformers installed") from exc
+        return options
+
+
+def _lengths(options, prompt_width):
+    """(max_new_tokens, min_new_tokens) from either form (``max_length`` counts the prompt, as in transformers)."""
+    new = options["max_new_tokens"]
+    if new is None:
+        if options["max_length"] is None:
+            raise ValueError("generate: pass max_new_tokens (or max_length)")
+        new = options["max_length"] - prompt_width
+    least = options["min_new_tokens"]
+    if least is None:
+        least = max(0, (options["min_length"] or 0) - prompt_width)
+    return int(new), int(least)
 
 
 def _as_left_padded(input_ids, attention_mask, pad, device):

@@ -27,7 +27,7 @@ from sslfast.models.activations import activation
 from sslfast.models.base import PreTrainedModel
 from sslfast.models.config import ConfigMixin
 from sslfast.models.conv1d import Conv1D, conv1d
-from sslfast.models.generation import GenerationMixin
+from sslfast.models.generation import GenerationMixin, default_generation_config
 from sslfast.models.hub import KeyMap
 from sslfast.models.kv_cache import KVCache, is_empty
 from sslfast.models.lm_loss import labelled_rows_loss, shifted_labels
@@ -366,16 +366,17 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.transformer = GPT2Model(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.generation_config = default_generation_config(config)  # transformers' GenerationConfig (or None)
         self.post_init()
+
+    def can_generate(self) -> bool:
+        return True
 
     def get_output_embeddings(self):
         return self.lm_head
 
     def set_output_embeddings(self, module):
         self.lm_head = module
-
-    def can_generate(self) -> bool:
-        return True
 
     def forward(self, input_ids=None, cache=None, attention_mask=None, token_type_ids=None,
                 position_ids=None, inputs_embeds=None, labels=None, use_cache=None, output_hidden_states=None,
