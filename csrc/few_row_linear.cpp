@@ -12,6 +12,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
+#include <string>
 #include <cstring>
 #include <vector>
 
@@ -57,11 +59,29 @@ Kernel pick(bool rows, int m) {
   return generic::pick(rows, m);
 }
 
+// What follows the product, on a band [c0, c1) of `rows` output rows while it is in cache: an activation, then
+// a residual added (a decoding layer's MLP and output projections).
+void epilogue(float* y, const float* residual, int64_t ldy, int64_t rows, int64_t c0, int64_t c1, bool gelu_tanh) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t m = 0; m < rows; ++m) {
+    float* row = y + m * ldy;
+    const float* add = residual ? residual + m * ldy : nullptr;
+    for (int64_t c = c0; c < c1; ++c) {
+      float v = row[c];
+      if (gelu_tanh) v = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+      if (add) v += add[c];
+      row[c] = v;
+    }
+  }
+}
+
 }  // namespace
 
 // x (M, K) fp32 contiguous, weight (N, K) fp32 with unit stride along K (nn.Linear) or along N (a transposed
-// (K, N) matrix), bias (N,) or undefined -> (M, N).
-at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+// (K, N) matrix), bias (N,) or undefined -> activation(x @ weight^T + bias) + residual, (M, N). `activation`:
+// "none" or "gelu_tanh"; `residual`: (M, N) fp32 or undefined.
+at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                              const c10::optional<at::Tensor>& residual, c10::string_view activation) {
   TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1),
               "few_row_linear: expected x (M, K) and weight (N, K), got ", x.sizes(), " and ", weight.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat,
@@ -77,9 +97,25 @@ at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, con
     TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->dim() == 1 && bias->size(0) == N && bias->is_contiguous(),
                 "few_row_linear: bias must be a contiguous fp32 (N,) = (", N, ",) vector, got ", bias->sizes());
   }
+  TORCH_CHECK(activation == "none" || activation == "gelu_tanh",
+              "few_row_linear: activation must be 'none' or 'gelu_tanh', got '", std::string(activation), "'");
+  const bool gelu_tanh = activation == "gelu_tanh";
+  const bool has_residual = residual.has_value() && residual->defined();
+  if (has_residual) {
+    TORCH_CHECK(residual->scalar_type() == at::kFloat && residual->dim() == 2 && residual->size(0) == M &&
+                residual->size(1) == N && residual->is_contiguous(),
+                "few_row_linear: residual must be a contiguous fp32 (M, N) = (", M, ", ", N, ") tensor, got ",
+                residual->sizes());
+  }
   at::Tensor y = at::empty({M, N}, x.options());
   if (M == 0 || N == 0) return y;
-  if (K == 0) return has_bias ? y.copy_(bias->expand({M, N})) : y.zero_();
+  if (K == 0) {
+    has_bias ? y.copy_(bias->expand({M, N})) : y.zero_();
+    epilogue(y.data_ptr<float>(), has_residual ? residual->data_ptr<float>() : nullptr, N, M, 0, N, gelu_tanh);
+    return y;
+  }
+  const float* rp = has_residual ? residual->data_ptr<float>() : nullptr;
+  const bool has_epilogue = gelu_tanh || has_residual;
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   const float* bp = has_bias ? bias->data_ptr<float>() : nullptr;
@@ -92,13 +128,19 @@ at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, con
     const Kernel kernel = pick(rows_layout, static_cast<int>(rows));
     const float* xm = xp + m0 * K;
     float* ym = yp + m0 * N;
+    const float* rm = rp ? rp + m0 * N : nullptr;
     if (rows_layout) {
-      at::parallel_for(0, N, grain, [&](int64_t a, int64_t b) { kernel(xm, K, wp, ldw, bp, ym, N, K, a, b); });
+      at::parallel_for(0, N, grain, [&](int64_t a, int64_t b) {
+        kernel(xm, K, wp, ldw, bp, ym, N, K, a, b);
+        if (has_epilogue) epilogue(ym, rm, N, rows, a, b, gelu_tanh);
+      });
     } else {
       // column bands whose edges fall on 16-float boundaries, one or more per thread
       const int64_t blocks = (N + 15) / 16;
       at::parallel_for(0, blocks, std::max<int64_t>(1, grain / 16), [&](int64_t a, int64_t b) {
-        kernel(xm, K, wp, ldw, bp, ym, N, K, a * 16, std::min(N, b * 16));
+        const int64_t c0 = a * 16, c1 = std::min(N, b * 16);
+        kernel(xm, K, wp, ldw, bp, ym, N, K, c0, c1);
+        if (has_epilogue) epilogue(ym, rm, N, rows, c0, c1, gelu_tanh);
       });
     }
   }
@@ -108,7 +150,7 @@ at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, con
 }  // namespace sslfast
 
 TORCH_LIBRARY_FRAGMENT(sslfast, m) {
-  m.def("few_row_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("few_row_linear(Tensor x, Tensor weight, Tensor? bias, Tensor? residual=None, str activation='none') -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sslfast, CPU, m) {

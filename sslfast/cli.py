@@ -135,6 +135,8 @@ def main(argv=None) -> int:
                                    "(see: sslfast selftest --help)")
     selftest.set_defaults(func=None)
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv  # anywhere: sslfast --debug pretrain ... or sslfast pretrain ... --debug
+    argv = [a for a in argv if a != "--debug"]
     if argv[:1] == ["selftest"]:  # its own parser: python -m sslfast selftest [--device cuda] [--json FILE] ...
         from sslfast.selftest import main as selftest_main
         return selftest_main(argv[1:])
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
         print(f"sslfast {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug or not _user_error(exc):
+        if debug or not _user_error(exc):
             raise  # a bug: the traceback is what a report needs
         print(f"sslfast {args.command}: error: {exc}", file=sys.stderr)
         return 2

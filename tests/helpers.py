@@ -15,19 +15,27 @@ def assert_within_torch_error(candidate, torch_path, reference, *, factor=2.0, f
     assert err <= bound, f"{what}: error {err:.3e} vs float64 exceeds {factor}x torch's {base:.3e} (bound {bound:.3e})"
 
 
-def assert_grads_match(reference, ours, *, at_least=11):
+def assert_grads_match(reference, ours, *, at_least=11, exact=None):
     """Every parameter gradient of ``ours`` equals the same-named one of ``reference`` (a transformers model),
     and parameters without a reference gradient got none; fails if fewer than ``at_least`` were compared, so
-    a renamed state_dict cannot make the check pass vacuously."""
+    a renamed state_dict cannot make the check pass vacuously.
+
+    With ``exact`` (a float64 copy of ``reference`` that ran the same step) each gradient's error against it
+    must be within 2x ``reference``'s own fp32 error (plus a floor for gradients it happens to get exactly):
+    a bound that holds on any CPU. Without it, a fixed tolerance relative to the gradient's scale."""
     reference_grads = {n: p.grad for n, p in reference.named_parameters()}
+    exact_grads = {n: p.grad for n, p in exact.named_parameters()} if exact is not None else {}
     checked = 0
     for n, p in ours.named_parameters():
         if reference_grads.get(n) is None:
             assert p.grad is None or not p.grad.any(), n
             continue
-        # fp32 sums over the tokens in another order: tolerance relative to the gradient's scale
-        scale = reference_grads[n].abs().max().item()
-        torch.testing.assert_close(p.grad, reference_grads[n], rtol=1e-4, atol=1e-4 * scale + 1e-7, msg=n)
+        assert p.grad is not None, f"{n}: no gradient"
+        if exact is not None:
+            assert_within_torch_error(p.grad, reference_grads[n], exact_grads[n], what=f"gradient of {n}")
+        else:  # fp32 sums over the tokens in another order: tolerance relative to the gradient's scale
+            scale = reference_grads[n].abs().max().item()
+            torch.testing.assert_close(p.grad, reference_grads[n], rtol=1e-4, atol=1e-4 * scale + 1e-7, msg=n)
         checked += 1
     assert checked >= at_least, f"only {checked} gradients compared"
 

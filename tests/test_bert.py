@@ -1,4 +1,5 @@
 """sslfast.models BERT against transformers: outputs, losses, gradients, checkpoints, real weights."""
+import copy
 import json
 import os
 import warnings
@@ -11,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 import sslfast.models as models  # noqa: E402
 from sslfast.bench.cases.bert import minilm_path  # noqa: E402
 from sslfast.models import CheckpointError  # noqa: E402
-from tests.helpers import assert_grads_match  # noqa: E402
+from tests.helpers import assert_grads_match, assert_within_torch_error  # noqa: E402
 
 CLASSES = ["BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification",
            "BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice"]
@@ -68,17 +69,24 @@ def pair(name, config):
     return hf, getattr(models, name).from_pretrained(hf)
 
 
-def assert_close_on_real_tokens(hf_out, ours_out, mask, key):
+def assert_close_on_real_tokens(hf_out, ours_out, mask, key, exact_out=None):
+    """Outputs at real tokens: within 2x transformers' own fp32 error against its float64 twin (``exact_out``),
+    or within a fixed 1e-5 without one."""
     a, b = hf_out[key], ours_out[key]
+    e = None if exact_out is None else exact_out[key]
     if isinstance(a, tuple):
-        for x, y in zip(a, b):
-            assert_close_on_real_tokens({key: x}, {key: y}, mask, key)
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close_on_real_tokens({key: x}, {key: y}, mask, key, None if e is None else {key: e[i]})
         return
     assert a.shape == b.shape, (key, a.shape, b.shape)
     if mask is not None and a.dim() >= 2 and a.shape[:2] == mask.shape:
         real = mask.bool()
         a, b = a[real], b[real]  # padding positions are not computed by sslfast (zeros / bias / -inf)
-    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        e = None if e is None else e[real]
+    if e is None:
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    else:
+        assert_within_torch_error(b, a, e, what=key)
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
@@ -95,20 +103,24 @@ def test_outputs_losses_and_gradients_match_transformers(name, size, seed):
     mask = batch["attention_mask"].reshape(-1, batch["attention_mask"].shape[-1])  # (B·choices, S)
     hf.train()
     ours.train()  # dropout is 0: a training step, deterministic
+    exact = copy.deepcopy(hf).double()  # the float64 truth every bound is measured against
+    exact_out = exact(**batch, **extra, output_hidden_states=True)
     hf_out = hf(**batch, **extra, output_hidden_states=True)
     ours_out = ours(**batch, **extra, output_hidden_states=True, **({"return_logits": True}
                                                                  if "Masked" in name or "PreTraining" in name else {}))
     assert set(hf_out.keys()) - {"attentions", "past_key_values"} == set(ours_out.keys())
     for key in ours_out.keys():
-        assert_close_on_real_tokens(hf_out, ours_out, mask, key)
+        assert_close_on_real_tokens(hf_out, ours_out, mask, key, exact_out)
     if "loss" not in hf_out:  # a random projection (a sum of squares of LayerNorm outputs is ~constant)
         proj = torch.randn_like(hf_out.last_hidden_state[mask.bool()].detach())
         (hf_out.last_hidden_state[mask.bool()] * proj).sum().backward()
         (ours_out.last_hidden_state[mask.bool()] * proj).sum().backward()
+        (exact_out.last_hidden_state[mask.bool()] * proj.double()).sum().backward()
     else:
         hf_out.loss.backward()
         ours_out.loss.backward()
-    assert_grads_match(hf, ours)
+        exact_out.loss.backward()
+    assert_grads_match(hf, ours, exact=exact)
 
 
 def test_question_answering_logits_match_on_padded_batches_and_padding_never_wins(seed):

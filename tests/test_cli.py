@@ -25,11 +25,12 @@ def test_bad_data_is_one_line_and_exit_2(problem, tmp_path, capsys):
     assert str(data) in err and ("no such file" in err if problem == "missing file" else ":2:" in err)
 
 
-def test_debug_shows_the_traceback(tmp_path):
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_debug_shows_the_traceback(where, tmp_path):
     from sslfast.data.corpus import CorpusError
+    args = ["pretrain", "--data", str(tmp_path / "x.txt"), "--max-steps", "1", "--out", str(tmp_path / "run")]
     with pytest.raises(CorpusError):
-        main(["--debug", "pretrain", "--data", str(tmp_path / "x.txt"), "--max-steps", "1",
-              "--out", str(tmp_path / "run")])
+        main(["--debug"] + args if where == "before the command" else args + ["--debug"])
 
 
 def test_a_bug_still_raises(monkeypatch, tmp_path):

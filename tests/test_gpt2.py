@@ -11,7 +11,7 @@ import sslfast.models as models  # noqa: E402
 from sslfast.ops import attention_with_kvcache  # noqa: E402
 from sslfast.ops.kv_attention import kvcache_attention_reference  # noqa: E402
 from tests.conftest import cpu_backends  # noqa: E402
-from tests.helpers import assert_grads_match  # noqa: E402
+from tests.helpers import assert_grads_match, assert_within_torch_error  # noqa: E402
 
 SIZES = {
     "tiny": dict(vocab_size=101, n_positions=64, n_embd=32, n_layer=2, n_head=4),
@@ -47,17 +47,20 @@ def test_lm_head_outputs_loss_and_every_gradient_match_transformers(size, side, 
     hf = transformers.GPT2LMHeadModel(config).train()
     ours = models.GPT2LMHeadModel.from_pretrained(hf).train()
     ids, mask, labels, positions = padded_batch(config, side, seed=seed)
+    exact = copy.deepcopy(hf).double()  # the float64 truth every bound is measured against
+    e = exact(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels, output_hidden_states=True)
     a = hf(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels, output_hidden_states=True)
     b = ours(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True, return_logits=True)
     real = mask.bool()
-    torch.testing.assert_close(b.logits[real], a.logits[real], rtol=1e-5, atol=1e-5)
+    assert_within_torch_error(b.logits[real], a.logits[real], e.logits[real], what="logits")
     assert len(b.hidden_states) == len(a.hidden_states) == config.n_layer + 1
-    for x, y in zip(a.hidden_states, b.hidden_states):
-        torch.testing.assert_close(y[real], x[real], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
+    for x, y, z in zip(a.hidden_states, b.hidden_states, e.hidden_states):
+        assert_within_torch_error(y[real], x[real], z[real], what="hidden states")
+    assert_within_torch_error(b.loss, a.loss, e.loss, what="loss")
     a.loss.backward()
     b.loss.backward()
-    assert_grads_match(hf, ours)
+    e.loss.backward()
+    assert_grads_match(hf, ours, exact=exact)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -417,3 +420,31 @@ def test_attention_with_kvcache_many_splits_long_queries_odd_head_dims_and_bf16(
         assert_within_torch_error(out, same, ref, floor=floor, what=f"{backend} {dtype} d={d} sq={sq}")
     from sslfast.kernels.kv_attention import num_splits
     assert num_splits(100, 1, 16, 4) > 1  # the first case runs several splits under the interpreter
+
+
+def test_fused_decoding_layer_equals_the_module_path_and_gives_way_to_hooks(seed):
+    import importlib
+    gpt2_module = importlib.import_module("sslfast.models.gpt2")
+    config = make_config("tiny")  # GPT-2's own activation (gelu_new): the fused path's
+    model = models.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, config.vocab_size, (2, 9))
+    assert not gpt2_module.fused_decode_allowed(models.GPT2LMHeadModel(make_config("wider")).eval().transformer,
+                                                torch.randn(2, config.n_embd),
+                                                (gpt2_module.GPT2Block, gpt2_module.GPT2Attention,
+                                                 gpt2_module.GPT2MLP))  # exact GELU: the module path
+    with torch.no_grad():
+        x = torch.randn(2, config.n_embd)
+        kinds = (gpt2_module.GPT2Block, gpt2_module.GPT2Attention, gpt2_module.GPT2MLP)
+        assert gpt2_module.fused_decode_allowed(model.transformer, x, kinds)
+        fused = model.generate(ids, max_new_tokens=6, do_sample=False, return_dict_in_generate=True,
+                               output_logits=True)
+        calls = []
+        hook = model.transformer.h[1].mlp.register_forward_hook(lambda m, a, out: calls.append(1))
+        assert not gpt2_module.fused_decode_allowed(model.transformer, x, kinds)
+        unfused = model.generate(ids, max_new_tokens=6, do_sample=False, return_dict_in_generate=True,
+                                 output_logits=True)
+        hook.remove()
+    assert len(calls) == 6  # the prompt and every decoding step called the hooked module
+    assert torch.equal(fused.sequences, unfused.sequences)
+    for a, b in zip(fused.logits[1:], unfused.logits[1:]):  # the decoding steps' logits
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -74,6 +74,30 @@ def test_few_row_kernel_matches_float64_in_both_weight_layouts(rows, d_in, d_out
 
 
 @needs_few_row
+@pytest.mark.parametrize("layout", ["out_in", "in_out"])
+@pytest.mark.parametrize("rows", [1, 3, 9])
+def test_few_row_kernel_epilogue_activation_and_residual(layout, rows, seed):
+    # the fused GELU (tanh) and residual add: what F.gelu(linear) + residual computes, within the fp32 bounds
+    # of the product carried through the activation (|gelu'| <= 1.13) plus a few roundings of the result
+    x, residual = torch.randn(rows, 96), torch.randn(rows, 70)
+    w = torch.randn(70, 96) if layout == "out_in" else torch.randn(96, 70).t()
+    b = torch.randn(70)
+    out = torch.ops.sslfast.few_row_linear(x, w, b, residual, "gelu_tanh")
+    exact = F.gelu(F.linear(x.double(), w.double(), b.double()), approximate="tanh") + residual.double()
+    torch_path = F.gelu(F.linear(x, w, b), approximate="tanh") + residual
+    _, largest_bound = _fp32_summation_bounds(x, w, b)
+    bound = 1.13 * largest_bound + 8 * 2.0 ** -24 * exact.abs().max().item()
+    assert (torch_path.double() - exact).abs().max().item() <= bound  # the bound holds for PyTorch's own path
+    assert (out.double() - exact).abs().max().item() <= bound
+    plain = torch.ops.sslfast.few_row_linear(x, w, b, residual)  # residual alone
+    torch.testing.assert_close(plain, torch.ops.sslfast.few_row_linear(x, w, b) + residual, rtol=0, atol=1e-5)
+    with pytest.raises(RuntimeError, match="activation must be"):
+        torch.ops.sslfast.few_row_linear(x, w, b, None, "relu6")
+    with pytest.raises(RuntimeError, match="residual must be"):
+        torch.ops.sslfast.few_row_linear(x, w, b, residual.t(), "none")
+
+
+@needs_few_row
 def test_few_row_kernel_is_what_decoding_calls_and_rejects_what_it_cannot_read():
     x, w, b = torch.randn(1, 40), torch.randn(30, 40), torch.randn(30)
     real = torch.ops.sslfast.few_row_linear

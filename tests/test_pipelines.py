@@ -102,11 +102,15 @@ def test_generate_takes_generation_config_and_transformers_arguments(gpt2_tokeni
     hf, ours = _gpt2_pair(gpt2_tokenizer)
     ids = gpt2_tokenizer("The module provides", return_tensors="pt")["input_ids"]
     assert ours.can_generate() and isinstance(ours.generation_config, transformers.GenerationConfig)
-    config = transformers.GenerationConfig(max_new_tokens=9, do_sample=False, eos_token_id=[3, 5],
+    first = hf.generate(ids, max_new_tokens=9, do_sample=False, eos_token_id=None)[0, ids.shape[1]:].tolist()
+    stop_at = first[3]  # an EOS list whose second id is really generated (at the 4th new token or earlier)
+    config = transformers.GenerationConfig(max_new_tokens=9, do_sample=False, eos_token_id=[len(gpt2_tokenizer) - 1,
+                                                                                              stop_at],
                                            pad_token_id=0)
     kwargs = dict(generation_config=config, return_dict_in_generate=True, output_scores=True, output_logits=True)
     expected, got = hf.generate(ids, **kwargs), ours.generate(ids, **kwargs)
     assert torch.equal(expected.sequences, got.sequences)
+    assert got.sequences.shape[1] <= ids.shape[1] + 4  # the EOS list ended it
     assert len(got.scores) == len(expected.scores) == len(got.logits)
     for a, b in zip(expected.scores, got.scores):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
@@ -171,3 +175,66 @@ def test_auto_classes_name_what_they_support(tmp_path):
         models.AutoModelForMaskedLM.from_pretrained(str(tmp_path))
     with pytest.raises(models.CheckpointError, match="has no config.json"):
         models.AutoModel.from_pretrained(str(tmp_path / "nowhere"))
+
+
+@needs_minilm
+def test_pipelines_with_patched_transformers_models(bert_tokenizer, gpt2_tokenizer):
+    import copy
+
+    import sslfast
+    hf, _ = _bert_pair("BertForMaskedLM", bert_tokenizer.vocab_size)
+    patched = sslfast.patch(copy.deepcopy(hf))
+    text = "the cat sat on the [MASK] and slept."
+    _same(transformers.pipeline("fill-mask", model=hf, tokenizer=bert_tokenizer)(text),
+          transformers.pipeline("fill-mask", model=patched, tokenizer=bert_tokenizer)(text))
+    hf, _ = _gpt2_pair(gpt2_tokenizer)
+    patched = sslfast.patch(copy.deepcopy(hf))
+    kwargs = dict(max_new_tokens=10, do_sample=False)
+    assert transformers.pipeline("text-generation", model=patched, tokenizer=gpt2_tokenizer)("Return the", **kwargs) \
+        == transformers.pipeline("text-generation", model=hf, tokenizer=gpt2_tokenizer)("Return the", **kwargs)
+
+
+def test_eos_none_stopping_criteria_without_eos_and_processors_before_sampling_warpers(gpt2_tokenizer):
+    from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+    hf, ours = _gpt2_pair(gpt2_tokenizer)
+    ids = gpt2_tokenizer("The module provides", return_tensors="pt")["input_ids"]
+    greedy = hf.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None)
+    for model in (hf, ours):  # the configured EOS is the 2nd greedy token: eos_token_id=None turns it off
+        model.generation_config.eos_token_id = int(greedy[0, ids.shape[1] + 1])
+    kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=None)
+    assert torch.equal(ours.generate(ids, **kwargs), hf.generate(ids, **kwargs))
+    assert ours.generate(ids, **kwargs).shape[1] == ids.shape[1] + 8
+
+    class StopRowAfter(StoppingCriteria):  # per-row criterion, no EOS: rows keep real tokens until all stop
+        def __call__(self, input_ids, scores, **kw):
+            return torch.tensor([input_ids.shape[1] >= ids.shape[1] + 3] * input_ids.shape[0])
+    two = torch.cat([ids, ids])
+    kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0,
+                  stopping_criteria=StoppingCriteriaList([StopRowAfter()]))
+    assert torch.equal(ours.generate(two, **kwargs), hf.generate(two, **kwargs))
+
+    class Boost(LogitsProcessor):  # runs before temperature / top-k, as in transformers
+        def __call__(self, input_ids, scores):
+            scores = scores.clone()
+            scores[:, 7] += 3.0
+            return scores
+    kwargs = dict(max_new_tokens=6, do_sample=True, temperature=0.5, top_k=5, eos_token_id=None,
+                  logits_processor=LogitsProcessorList([Boost()]), return_dict_in_generate=True, output_scores=True)
+    transformers.set_seed(3)
+    expected = hf.generate(ids, **kwargs)
+    transformers.set_seed(3)
+    got = ours.generate(ids, **kwargs)
+    assert torch.equal(got.sequences, expected.sequences)
+    for a, b in zip(expected.scores, got.scores):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_a_checkpoints_generation_config_is_loaded(gpt2_tokenizer, tmp_path):
+    hf, _ = _gpt2_pair(gpt2_tokenizer)
+    hf.generation_config.max_new_tokens, hf.generation_config.eos_token_id = 3, 7
+    hf.save_pretrained(str(tmp_path / "ckpt"))
+    for source in (hf, str(tmp_path / "ckpt")):
+        loaded = models.GPT2LMHeadModel.from_pretrained(source)
+        assert loaded.generation_config.max_new_tokens == 3 and loaded.generation_config.eos_token_id == 7
+    loaded.save_pretrained(str(tmp_path / "again"))
+    assert transformers.GenerationConfig.from_pretrained(str(tmp_path / "again")).max_new_tokens == 3

@@ -16,6 +16,7 @@ OPS = {
     "varlen_attention": "attention",
     "bert": "bert",
     "gpt2": "gpt2",
+    "peft": "peft",
     "pretrain": "pretrain",
     "sentence_transformers": "sentence_transformers",
 }

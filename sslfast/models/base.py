@@ -36,6 +36,19 @@ def transformers_output_class(output_class: type) -> type:
     return found
 
 
+def _source_generation_config(source, default):
+    """The generation config a checkpoint carries (a model object's ``generation_config``, a directory's
+    ``generation_config.json``), or ``default``."""
+    import copy
+    if isinstance(source, nn.Module):
+        found = getattr(source, "generation_config", None)
+        return copy.deepcopy(found) if found is not None else default
+    if os.path.isfile(os.path.join(source, "generation_config.json")):
+        from transformers import GenerationConfig
+        return GenerationConfig.from_pretrained(source)
+    return default
+
+
 class PreTrainedModel(nn.Module):
     """Subclasses set ``config_class``, ``base_model_prefix``, ``key_map`` and ``_tied_weights``, build their
     modules, then call :meth:`post_init`."""
@@ -252,6 +265,8 @@ class PreTrainedModel(nn.Module):
             setattr(config, name, value)
         model = cls(config)
         model.load_pretrained_state(state)
+        if getattr(model, "generation_config", None) is not None:  # a checkpoint's own generation defaults
+            model.generation_config = _source_generation_config(source, model.generation_config)
         if dtype is not None and dtype != "auto":
             model.to(dtype)
         return model.eval()
@@ -291,3 +306,5 @@ class PreTrainedModel(nn.Module):
                 del state[key]
         state = {k: KeyMap.apply(self.key_map.save_transforms, k, v) for k, v in state.items()}
         write_checkpoint(save_directory, state, values)
+        if getattr(self, "generation_config", None) is not None:  # generation_config.json, as transformers writes
+            self.generation_config.save_pretrained(save_directory)

@@ -12,10 +12,11 @@ __all__ = ["GenerationMixin", "process_logits", "default_generation_config"]
 
 def process_logits(logits: torch.Tensor, tokens: torch.Tensor, *, step: int, min_new_tokens: int,
                    eos: Sequence[int], do_sample: bool, temperature: float, top_k: Optional[int],
-                   top_p: Optional[float], repetition_penalty: float) -> torch.Tensor:
-    """The scores the next token is picked from, as transformers' logits processors compute them:
-    repetition penalty over every token so far (prompt included), EOS forbidden before ``min_new_tokens``,
-    then (sampling only) temperature, top-k and top-p (nucleus) filtering. (B, V) fp32 in, (B, V) out."""
+                   top_p: Optional[float], repetition_penalty: float, logits_processor=None) -> torch.Tensor:
+    """The scores the next token is picked from, in transformers' order: repetition penalty over every token so
+    far (prompt included), EOS forbidden before ``min_new_tokens``, the caller's ``logits_processor`` (called
+    as ``(tokens, scores)``), then (sampling only) temperature, top-k and top-p (nucleus) filtering.
+    (B, V) fp32 in, (B, V) out."""
     if repetition_penalty != 1.0:
         seen = logits.gather(1, tokens)
         seen = torch.where(seen < 0, seen * repetition_penalty, seen / repetition_penalty)
@@ -23,6 +24,8 @@ def process_logits(logits: torch.Tensor, tokens: torch.Tensor, *, step: int, min
     if step < min_new_tokens and eos:
         logits = logits.clone()
         logits[:, list(eos)] = float("-inf")
+    if logits_processor is not None:
+        logits = logits_processor(tokens, logits)
     if not do_sample:
         return logits
     if temperature != 1.0:
@@ -42,17 +45,27 @@ def process_logits(logits: torch.Tensor, tokens: torch.Tensor, *, step: int, min
 # transformers' defaults for a GenerationConfig field left None (transformers 5 resolves them the same way)
 _DEFAULTS = {"max_length": 20, "min_length": 0, "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
              "repetition_penalty": 1.0, "num_return_sequences": 1, "num_beams": 1}
-# GenerationConfig fields generate() has no implementation for: set to anything but their neutral value, they
-# raise instead of being silently ignored
-_UNSUPPORTED = {"num_beams": 1, "num_beam_groups": 1, "penalty_alpha": None, "no_repeat_ngram_size": None,
-                "encoder_no_repeat_ngram_size": None, "bad_words_ids": None, "force_words_ids": None,
-                "constraints": None, "typical_p": None, "epsilon_cutoff": None, "eta_cutoff": None, "min_p": None,
-                "diversity_penalty": None, "length_penalty": None, "exponential_decay_length_penalty": None,
-                "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
-                "guidance_scale": None, "watermarking_config": None, "assistant_model": None,
-                "prompt_lookup_num_tokens": None, "output_attentions": False, "output_hidden_states": False,
-                "renormalize_logits": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
-                "stop_strings": None, "top_h": None}
+# GenerationConfig fields generate() has no implementation for, with the values that mean "off" (transformers 5
+# leaves them None; transformers 4 used 0 / 1.0 / False): set to anything else, they raise instead of being
+# silently ignored
+_OFF_BY = {
+    "num_beams": (None, 1), "num_beam_groups": (None, 1), "penalty_alpha": (None, 0.0),
+    "no_repeat_ngram_size": (None, 0), "encoder_no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,),
+    "force_words_ids": (None,), "constraints": (None,), "typical_p": (None, 1.0), "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0), "min_p": (None, 0.0), "diversity_penalty": (None, 0.0),
+    "exponential_decay_length_penalty": (None,), "suppress_tokens": (None,), "begin_suppress_tokens": (None,),
+    "sequence_bias": (None,), "guidance_scale": (None, 1.0), "watermarking_config": (None,),
+    "assistant_model": (None,), "prompt_lookup_num_tokens": (None,), "output_attentions": (None, False),
+    "output_hidden_states": (None, False), "renormalize_logits": (None, False), "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,), "stop_strings": (None,), "top_h": (None,), "max_time": (None,),
+    "encoder_repetition_penalty": (None, 1.0), "remove_invalid_values": (None, False), "token_healing": (None, False),
+    "dola_layers": (None,),
+}
+
+
+def _is_off(value, off_values) -> bool:
+    return any(value is off or (off is not None and type(value) is type(off) and value == off)
+               or (isinstance(off, float) and type(value) is int and value == off) for off in off_values)
 
 
 def default_generation_config(config):
@@ -103,7 +116,10 @@ class GenerationMixin:
         if options.pop("use_cache", True) is False:
             raise NotImplementedError("generate: use_cache=False is not supported (decoding always keeps the cache)")
         config = self.config
-        eos = options["eos_token_id"] if options["eos_token_id"] is not None else getattr(config, "eos_token_id", None)
+        eos = options["eos_token_id"]
+        if eos is None and "eos_token_id" not in kwargs and generation_config is None \
+                and getattr(self, "generation_config", None) is None:
+            eos = getattr(config, "eos_token_id", None)  # no GenerationConfig at all: the model config's
         if eos is None:
             eos = []
         elif isinstance(eos, torch.Tensor):
@@ -137,9 +153,7 @@ class GenerationMixin:
         for step in range(max_new_tokens):
             scores = process_logits(logits, tokens, step=step, min_new_tokens=min_new_tokens, eos=eos,
                                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                                    repetition_penalty=repetition_penalty)
-            if logits_processor is not None:
-                scores = logits_processor(tokens, scores)
+                                    repetition_penalty=repetition_penalty, logits_processor=logits_processor)
             if keep_scores:
                 scores_seen.append(scores)
             if keep_logits:
@@ -148,7 +162,8 @@ class GenerationMixin:
                 chosen = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
             else:
                 chosen = scores.argmax(-1)
-            chosen = torch.where(finished, torch.full_like(chosen, pad), chosen)
+            if len(eos):  # as transformers: rows ended by EOS continue with padding (by criteria alone, not)
+                chosen = torch.where(finished, torch.full_like(chosen, pad), chosen)
             tokens = torch.cat([tokens, chosen[:, None]], 1)
             if streamer is not None:
                 streamer.put(chosen.cpu()) if hasattr(streamer, "put") else streamer(chosen)
@@ -181,9 +196,9 @@ class GenerationMixin:
             values[key] = value
         if unknown:
             raise TypeError(f"generate: unexpected argument(s) {unknown}")
-        for key, neutral in _UNSUPPORTED.items():
+        for key, off_values in _OFF_BY.items():
             value = values.get(key)
-            if value is not None and value != neutral and not (key == "num_beams" and value == 1):
+            if not _is_off(value, off_values):
                 raise NotImplementedError(f"generate: {key}={value!r} is not supported by sslfast's generate "
                                           "(greedy and sampling with temperature / top-k / top-p, repetition "
                                           "penalty, logits processors and stopping criteria are)")
@@ -255,8 +270,8 @@ def _check_generation_args(model, input_ids, attention_mask, max_new_tokens, min
     lo, hi = torch.stack([input_ids.min(), input_ids.max()]).tolist()
     if lo < 0 or hi >= vocab:
         raise ValueError(f"generate: input_ids must be in [0, {vocab}), got values in [{lo}, {hi}]")
-    if max_new_tokens < 1 or min_new_tokens < 0 or min_new_tokens > max_new_tokens:
-        raise ValueError(f"generate: need 1 <= max_new_tokens and 0 <= min_new_tokens <= max_new_tokens, got "
+    if max_new_tokens < 1 or min_new_tokens < 0:
+        raise ValueError(f"generate: need 1 <= max_new_tokens and 0 <= min_new_tokens, got "
                          f"{max_new_tokens} and {min_new_tokens}")
     limit = getattr(model.config, "n_positions", None)
     if limit is not None and int(lengths.max()) + max_new_tokens > limit:

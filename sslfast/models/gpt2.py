@@ -27,6 +27,7 @@ from sslfast.models.activations import activation
 from sslfast.models.base import PreTrainedModel
 from sslfast.models.config import ConfigMixin
 from sslfast.models.conv1d import Conv1D, conv1d
+from sslfast.models.gpt2_decode import decode_block, fused_decode_allowed
 from sslfast.models.generation import GenerationMixin, default_generation_config
 from sslfast.models.hub import KeyMap
 from sslfast.models.kv_cache import KVCache, is_empty
@@ -243,8 +244,9 @@ class GPT2Model(GPT2PreTrainedModel):
                                                                          c.n_embd // c.n_head)
         step = CacheStep(cache, lengths=lengths, batch=b, new=s, backend=backend)
         layout = TokenLayout(b, s)
+        fused = fused_decode_allowed(self, x, (GPT2Block, GPT2Attention, GPT2MLP))
         for block in self.h:
-            x = self.run_layer(block, x, layout, step)
+            x = decode_block(block, x, step) if fused else self.run_layer(block, x, layout, step)
         cache.advance(s)
         return self.ln_f(x)
 

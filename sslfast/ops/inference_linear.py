@@ -31,15 +31,26 @@ def onednn_linear_available() -> bool:
 
 
 def few_row_linear_available() -> bool:
-    """Whether sslfast's C++ extension (with ``sslfast::few_row_linear``) is built."""
-    return _extension._C is not None and hasattr(torch.ops.sslfast, "few_row_linear")
+    """Whether sslfast's C++ extension is built with this version of ``sslfast::few_row_linear`` (a stale build
+    without its epilogue arguments counts as missing: calls then take oneDNN / F.linear)."""
+    if _extension._C is None or not hasattr(torch.ops.sslfast, "few_row_linear"):
+        return False
+    return "residual" in str(torch.ops.sslfast.few_row_linear.default._schema)
+
+
+def _few_row_layout(weight: torch.Tensor) -> bool:
+    """The weight is one the few-row kernel reads in place: (out, in) rows or an (in, out) matrix's transpose."""
+    n, k = weight.shape
+    rows = weight.stride(1) == 1 and (n <= 1 or weight.stride(0) >= k)
+    columns = weight.stride(0) == 1 and (k <= 1 or weight.stride(1) >= n)
+    return rows or columns
 
 
 _AVAILABLE = onednn_linear_available()
 _FEW_ROW_AVAILABLE = few_row_linear_available()
 if _FEW_ROW_AVAILABLE:
     @torch.library.register_fake("sslfast::few_row_linear")
-    def _(x, weight, bias):
+    def _(x, weight, bias, residual=None, activation="none"):
         return x.new_empty(x.shape[0], weight.shape[0])
 
 
@@ -73,7 +84,7 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     a transposed view of an (in, out) matrix works without a copy). (..., in) -> (..., out)."""
     if _takes_onednn(x, weight, bias):
         rows = x.numel() // x.shape[-1]
-        if _FEW_ROW_AVAILABLE and rows <= FEW_ROWS and (weight.stride(0) == 1 or weight.stride(1) == 1):
+        if _FEW_ROW_AVAILABLE and rows <= FEW_ROWS and _few_row_layout(weight):
             out = torch.ops.sslfast.few_row_linear(x.reshape(rows, x.shape[-1]).contiguous(), weight, bias)
             return out.view(*x.shape[:-1], weight.shape[0])
         if _AVAILABLE:
