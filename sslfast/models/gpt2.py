@@ -21,7 +21,6 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from sslfast.models.activations import activation
 from sslfast.models.base import PreTrainedModel
@@ -34,7 +33,7 @@ from sslfast.models.kv_cache import KVCache, is_empty
 from sslfast.models.lm_loss import labelled_rows_loss, shifted_labels
 from sslfast.models.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from sslfast.ops.attention import attention, varlen_attention
-from sslfast.ops.inference_linear import inference_linear, project
+from sslfast.ops.inference_linear import project
 from sslfast.ops.kv_attention import attention_with_kvcache, kvcache_backend
 from sslfast.ops.token_layout import TokenLayout
 

@@ -11,7 +11,6 @@ import atexit
 import shutil
 import tempfile
 
-import torch
 
 from sslfast.bench.case import Case
 
