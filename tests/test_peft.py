@@ -219,3 +219,17 @@ def test_plain_modules_keep_the_fused_paths():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fast path given up on a plain model
         bert(**_batch("bert", "BertForMaskedLM")).loss.backward()
+
+
+@pytest.mark.slow
+def test_the_plainness_check_holds_under_torch_compile():
+    # compiled once on the plain model, then an adapter is added: the compiled model must see it (recompiling)
+    hf, ours = _pair("bert", "BertForSequenceClassification")
+    batch = _batch("bert", "BertForSequenceClassification")
+    compiled = torch.compile(ours)
+    torch.testing.assert_close(compiled(**batch).loss, hf(**batch).loss, rtol=1e-5, atol=1e-6)
+    hf_peft, ours_peft = _adapted(hf, ours, _configs("bert")["lora q,v"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loss = compiled(**batch).loss  # the same compiled wrapper, now over LoRA layers
+    torch.testing.assert_close(loss, hf_peft(**batch).loss, rtol=1e-5, atol=1e-6)
