@@ -40,9 +40,8 @@ def _transformers_twin() -> type:
         from transformers.pytorch_utils import Conv1D as TransformersConv1D
     except ImportError:
         return Conv1D
-    return type("TransformersConv1D", (Conv1D, TransformersConv1D),
-                {"__module__": __name__, "__doc__": Conv1D.__doc__, "forward": Conv1D.forward,
-                 "extra_repr": Conv1D.extra_repr})
+    return type("TransformersConv1D", (Conv1D, TransformersConv1D),  # sslfast's methods first in the MRO
+                {"__module__": __name__, "__doc__": Conv1D.__doc__})
 
 
 def conv1d(out_features: int, in_features: int) -> Conv1D:

@@ -23,8 +23,10 @@ _warned: set = set()
 
 
 def _plain_type(module: nn.Module) -> bool:
+    """Exactly nn.Linear, sslfast's Conv1D or its transformers twin, or transformers' own Conv1D (recognised by
+    name: transformers is not imported for the check)."""
     kind = type(module)
-    if kind is nn.Linear or kind is Conv1D or kind.__name__ == "TransformersConv1D" and issubclass(kind, Conv1D):
+    if kind is nn.Linear or kind is Conv1D or (kind.__name__ == "TransformersConv1D" and kind.__bases__[0] is Conv1D):
         return True
     return kind.__name__ == "Conv1D" and kind.__module__ == "transformers.pytorch_utils"
 

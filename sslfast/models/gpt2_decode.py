@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from sslfast.models.activations import activation
 from sslfast.models.fast_path import is_plain
-from sslfast.ops.inference_linear import FEW_ROWS, few_row_linear_available
+from sslfast.ops.inference_linear import FEW_ROW_AVAILABLE, FEW_ROWS
 
 __all__ = ["fused_decode_allowed", "decode_block"]
 
@@ -33,7 +33,7 @@ def fused_decode_allowed(model: nn.Module, x: torch.Tensor, kinds: tuple) -> boo
         return False
     if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"):
         return False  # autocast chooses the projections' dtype (and the cache's): the module path follows it
-    if x.shape[0] > FEW_ROWS or not few_row_linear_available() or torch.compiler.is_compiling():
+    if x.shape[0] > FEW_ROWS or not FEW_ROW_AVAILABLE or torch.compiler.is_compiling():
         return False
     if model.config.activation_function not in _GELU_TANH:
         return False

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from sslfast import _extension
 
-__all__ = ["inference_linear", "project", "onednn_linear_available", "few_row_linear_available", "FEW_ROWS"]
+__all__ = ["inference_linear", "project", "onednn_linear_available", "few_row_linear_available", "FEW_ROWS",
+           "FEW_ROW_AVAILABLE"]
 
 FEW_ROWS = 4  # at most this many rows go through the few-row kernel (more: oneDNN, faster there)
 
@@ -32,7 +33,8 @@ def onednn_linear_available() -> bool:
 
 def few_row_linear_available() -> bool:
     """Whether sslfast's C++ extension is built with this version of ``sslfast::few_row_linear`` (a stale build
-    without its epilogue arguments counts as missing: calls then take oneDNN / F.linear)."""
+    without its epilogue arguments counts as missing: calls then take oneDNN / F.linear). Settled at import:
+    :data:`FEW_ROW_AVAILABLE`."""
     if _extension._C is None or not hasattr(torch.ops.sslfast, "few_row_linear"):
         return False
     return "residual" in str(torch.ops.sslfast.few_row_linear.default._schema)
@@ -47,8 +49,8 @@ def _few_row_layout(weight: torch.Tensor) -> bool:
 
 
 _AVAILABLE = onednn_linear_available()
-_FEW_ROW_AVAILABLE = few_row_linear_available()
-if _FEW_ROW_AVAILABLE:
+FEW_ROW_AVAILABLE = few_row_linear_available()
+if FEW_ROW_AVAILABLE:
     @torch.library.register_fake("sslfast::few_row_linear")
     def _(x, weight, bias, residual=None, activation="none"):
         return x.new_empty(x.shape[0], weight.shape[0])
@@ -62,7 +64,7 @@ def _differentiation_active() -> bool:
 
 def _takes_onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
     """Whether the call may leave ``F.linear`` (for the few-row kernel or oneDNN)."""
-    if not (_AVAILABLE or _FEW_ROW_AVAILABLE) or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+    if not (_AVAILABLE or FEW_ROW_AVAILABLE) or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
@@ -84,7 +86,7 @@ def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     a transposed view of an (in, out) matrix works without a copy). (..., in) -> (..., out)."""
     if _takes_onednn(x, weight, bias):
         rows = x.numel() // x.shape[-1]
-        if _FEW_ROW_AVAILABLE and rows <= FEW_ROWS and _few_row_layout(weight):
+        if FEW_ROW_AVAILABLE and rows <= FEW_ROWS and _few_row_layout(weight):
             out = torch.ops.sslfast.few_row_linear(x.reshape(rows, x.shape[-1]).contiguous(), weight, bias)
             return out.view(*x.shape[:-1], weight.shape[0])
         if _AVAILABLE:
