@@ -34,6 +34,8 @@ inline __attribute__((always_inline)) float lane_sum(typename Vec<L>::type v) {
 // W (N, K) row-major: out[m, n] = sum_k x[m, k] * w[n, k] for n in [n0, n1). One weight row at a time (one
 // sequential stream per thread: measured faster than interleaving several rows), its k range split over S
 // accumulators per input row so that a single row still keeps several multiply-adds in flight.
+constexpr int64_t kPrefetchRows = 4;  // software prefetch this many weight rows ahead of the one being read
+
 template <int L, int M>
 inline __attribute__((always_inline)) void rows_major(const float* x, int64_t ldx, const float* w, int64_t ldw,
                                                       const float* bias, float* y, int64_t ldy, int64_t K,
@@ -48,7 +50,10 @@ inline __attribute__((always_inline)) void rows_major(const float* x, int64_t ld
     for (int m = 0; m < M; ++m)
       for (int s = 0; s < S; ++s) acc[m][s] = V{};
     int64_t k = 0;
+    const float* ahead = n + kPrefetchRows < n1 ? row + kPrefetchRows * ldw : nullptr;
     for (; k < k_split; k += L * S) {
+      if (ahead)
+        for (int64_t line = 0; line < L * S; line += 16) __builtin_prefetch(ahead + k + line, 0, 0);
       for (int s = 0; s < S; ++s) {
         const V b = load<L>(row + k + s * L);
         for (int m = 0; m < M; ++m) acc[m][s] += load<L>(x + m * ldx + k + s * L) * b;

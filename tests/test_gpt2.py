@@ -9,6 +9,8 @@ transformers = pytest.importorskip("transformers")
 
 import sslfast.models as models  # noqa: E402
 from sslfast.ops import attention_with_kvcache  # noqa: E402
+from sslfast.ops._dispatch import BackendUnavailableError  # noqa: E402
+from sslfast.ops.kv_attention import CPP_KVCACHE_AVAILABLE, kvcache_backend  # noqa: E402
 from sslfast.ops.kv_attention import kvcache_attention_reference  # noqa: E402
 from tests.conftest import cpu_backends  # noqa: E402
 from tests.helpers import assert_grads_match, assert_within_torch_error  # noqa: E402
@@ -237,10 +239,12 @@ def test_checkpoints_both_ways_and_transformers_buffers(tmp_path, seed):
     torch.testing.assert_close(loaded(input_ids=ids).logits, ours(input_ids=ids).logits)
 
 
-@pytest.mark.parametrize("backend", cpu_backends(("triton", "torch")))
+@pytest.mark.parametrize("backend", cpu_backends(("triton", "cpp", "torch")))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("shape", [(3, 1, 4, 4, 32, 40), (2, 5, 4, 2, 64, 37), (1, 3, 2, 2, 16, 16)])
 def test_attention_with_kvcache_against_float64(backend, dtype, shape, seed):
+    if backend == "cpp" and dtype != torch.float32:
+        pytest.skip("the C++ kernel is fp32 (tested to refuse other dtypes below)")
     b, sq, h, hkv, d, capacity = shape
     lengths = torch.randint(0, capacity - sq + 1, (b,), dtype=torch.int32)
     lengths[0] = 0  # an empty cache row: it sees only its new keys
@@ -296,6 +300,24 @@ def test_attention_with_kvcache_errors_and_empty_rows():
         attention_with_kvcache(q, cache, cache.clone(), torch.tensor([1, 2], dtype=torch.int32), torch.randn(2, 1, 2, 16))
     with pytest.raises(ValueError, match="multiple of cache heads"):
         attention_with_kvcache(torch.randn(2, 1, 3, 16), cache, cache.clone(), torch.tensor([1, 2], dtype=torch.int32))
+
+
+@pytest.mark.skipif(not CPP_KVCACHE_AVAILABLE, reason="the C++ extension is not built")
+def test_attention_with_kvcache_cpp_kernel_is_the_cpu_default_and_checks_its_inputs():
+    assert kvcache_backend(torch.device("cpu"), torch.float32, 64) == "cpp"
+    assert kvcache_backend(torch.device("cpu"), torch.bfloat16, 64) == "torch"  # fp32 only: auto falls back
+    with pytest.raises(BackendUnavailableError, match="fp32"):
+        kvcache_backend(torch.device("cpu"), torch.float16, 64, backend="cpp")
+    q, cache = torch.randn(2, 1, 2, 16), torch.randn(2, 8, 2, 16)
+    full = torch.tensor([8, 2], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="do not fit"):  # the op itself refuses an append past the end
+        torch.ops.sslfast.kvcache_attention_cpp(q, cache, cache.clone(), full, q.clone(), q.clone(), True, 0.25)
+    zero = torch.ops.sslfast.kvcache_attention_cpp(q, cache, cache.clone(), torch.zeros(2, dtype=torch.int32), None,
+                                                   None, True, 0.25)
+    assert torch.equal(zero, torch.zeros_like(q))  # no key to attend to: 0, never NaN
+    args = (q, cache.clone(), cache.clone(), torch.tensor([1, 3], dtype=torch.int32), q.clone(), q.clone(), True, 0.25)
+    torch.library.opcheck(torch.ops.sslfast.kvcache_attention_cpp.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 def test_attention_with_kvcache_is_a_registered_op():
@@ -398,12 +420,14 @@ def test_autocast_eval_forward_and_generate_and_gradients_through_a_cached_step(
     assert ours.transformer.wte.weight.grad is not None and torch.isfinite(ours.transformer.wte.weight.grad).all()
 
 
-@pytest.mark.parametrize("backend", cpu_backends(("triton", "torch")))
+@pytest.mark.parametrize("backend", cpu_backends(("triton", "cpp", "torch")))
 def test_attention_with_kvcache_many_splits_long_queries_odd_head_dims_and_bf16(backend, seed):
     cases = [(1, 1, 1, 1, 40, 100, torch.float32),  # one (batch, head): the cache is split over programs
              (2, 20, 2, 1, 24, 60, torch.float32),  # more queries than a tile, grouped heads
              (1, 3, 2, 2, 32, 80, torch.bfloat16)]
     for b, sq, h, hkv, d, capacity, dtype in cases:
+        if backend == "cpp" and dtype != torch.float32:
+            continue
         lengths = torch.randint(0, capacity - sq + 1, (b,), dtype=torch.int32)
         k_cache, v_cache = (torch.randn(b, capacity, hkv, d, dtype=dtype) for _ in range(2))
         q = torch.randn(b, sq, h, d, dtype=dtype)

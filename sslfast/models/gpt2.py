@@ -34,7 +34,7 @@ from sslfast.models.lm_loss import labelled_rows_loss, shifted_labels
 from sslfast.models.outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from sslfast.ops.attention import attention, varlen_attention
 from sslfast.ops.inference_linear import project
-from sslfast.ops.kv_attention import attention_with_kvcache, kvcache_backend
+from sslfast.ops.kv_attention import attention_with_kvcache, decode_attention, kvcache_backend
 from sslfast.ops.token_layout import TokenLayout
 
 __all__ = ["GPT2Config", "GPT2Model", "GPT2LMHeadModel", "GPT2ForSequenceClassification", "Conv1D"]
@@ -105,8 +105,7 @@ class GPT2Attention(nn.Module):
             q, k, v = (z.view(b, s, h, -1) for z in (q, k, v))  # (B, s, H, hd)
             k_cache, v_cache = step.cache.keys[self.layer_idx], step.cache.values[self.layer_idx]
             if step.backend is not None and not torch.is_grad_enabled():
-                out = torch.ops.sslfast.attention_with_kvcache(q, k_cache, v_cache, step.lengths, k, v, True,
-                                                               self.scale, step.backend)
+                out = decode_attention(q, k_cache, v_cache, step.lengths, k, v, self.scale, step.backend)
             else:
                 out = attention_with_kvcache(q, k_cache, v_cache, step.lengths, k, v, causal=True, scale=self.scale,
                                              check_capacity=False)

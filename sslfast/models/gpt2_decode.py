@@ -1,6 +1,6 @@
 """GPT-2's token-by-token decoding layer on the CPU, with no module calls: each layer is 2 layer norms, 4
 projections (sslfast's few-row kernel, bias, GELU and the residual add fused into it) and the attention over
-the cache. A decoding step is bound by streaming the weights once; what this removes is the ~40 small PyTorch
+the cache (sslfast's C++ kernel, appending the new keys and values in the same call). A decoding step is bound by streaming the weights once; what this removes is the ~40 small PyTorch
 calls and module calls per layer around them (measured in ``benchmarks/results/``).
 
 Used only where it reads what calling the modules would compute: eval mode, no gradient, fp32 on the CPU, a few
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from sslfast.models.activations import activation
 from sslfast.models.fast_path import is_plain
 from sslfast.ops.inference_linear import FEW_ROW_AVAILABLE, FEW_ROWS
+from sslfast.ops.kv_attention import decode_attention
 
 __all__ = ["fused_decode_allowed", "decode_block"]
 
@@ -63,9 +64,8 @@ def decode_block(block: nn.Module, x: torch.Tensor, step) -> torch.Tensor:
     d = x.shape[1]
     hidden = F.layer_norm(x, (d,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
     q, k, v = _project(hidden, attn.c_attn).view(b, s, 3, h, d // h).unbind(2)  # (B, s, H, hd) each
-    out = torch.ops.sslfast.attention_with_kvcache(q, step.cache.keys[attn.layer_idx],
-                                                   step.cache.values[attn.layer_idx], step.lengths, k, v, True,
-                                                   attn.scale, step.backend)
+    out = decode_attention(q, step.cache.keys[attn.layer_idx], step.cache.values[attn.layer_idx], step.lengths, k, v,
+                           attn.scale, step.backend)
     x = _project(out.reshape(b * s, d), attn.c_proj, residual=x)
     hidden = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
     return _project(_project(hidden, mlp.c_fc, activation="gelu_tanh"), mlp.c_proj, residual=x)

@@ -3,7 +3,8 @@
 ``attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_new)`` follows flash-attention's
 ``flash_attn_with_kvcache``: every sequence of the batch has its own cache length, so a batch of prompts of
 different lengths needs no padding inside attention. GPU: a split-over-keys Triton kernel
-(``kernels/kv_attention.py``, flash-decoding). CPU: PyTorch's SDPA over the used part of the cache.
+(``kernels/kv_attention.py``, flash-decoding). CPU, fp32: sslfast's C++ kernel (``csrc/kv_attention.cpp``:
+append and attend in one call, no masks); otherwise PyTorch's SDPA over the used part of the cache.
 """
 from __future__ import annotations
 
@@ -13,12 +14,20 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from sslfast import _extension
 from sslfast.ops._checks import check_same_device, check_tensor
-from sslfast.ops._dispatch import empty_output, resolve_backend, triton_interpreted
+from sslfast.ops._dispatch import BackendUnavailableError, empty_output, resolve_backend, triton_interpreted
 from sslfast.ops._validation import kernel_allowed
 
-__all__ = ["attention_with_kvcache", "kvcache_attention_reference", "kvcache_backend"]
+__all__ = ["attention_with_kvcache", "kvcache_attention_reference", "kvcache_backend", "decode_attention",
+           "CPP_KVCACHE_AVAILABLE"]
 
+# The C++ kernel is in this build of the extension (a stale build without it counts as missing).
+CPP_KVCACHE_AVAILABLE = _extension._C is not None and hasattr(torch.ops.sslfast, "kvcache_attention_cpp")
+if CPP_KVCACHE_AVAILABLE:
+    @torch.library.register_fake("sslfast::kvcache_attention_cpp")
+    def _(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale):
+        return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 
 def kvcache_attention_reference(q, k_cache, v_cache, lengths, *, causal=True, scale=None):
@@ -86,6 +95,9 @@ def _kvcache_impl(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                   k_new: Optional[torch.Tensor], v_new: Optional[torch.Tensor], causal: bool, scale: float,
                   backend: str) -> torch.Tensor:
     # q (B, Sq, H, D), caches (B, S_max, Hkv, D), cache_seqlens (B,) int32 before the append -> (B, Sq, H, D)
+    if backend == "cpp" and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1:
+        q, k_new, v_new = (t if t is None or t.stride(-1) == 1 else t.contiguous() for t in (q, k_new, v_new))
+        return torch.ops.sslfast.kvcache_attention_cpp(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale)
     b, sq = q.shape[:2]
     on_host = q.device.type == "cpu"
     starts = cache_seqlens.tolist() if on_host else None  # free on the CPU: lets equal lengths skip masks
@@ -230,13 +242,31 @@ def attention_with_kvcache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
 def kvcache_backend(device: torch.device, dtype: torch.dtype, head_dim: int, causal: bool = True,
                     backend: str = "auto") -> str:
     """The backend :func:`attention_with_kvcache` runs for these inputs (``auto``: the Triton kernel on CUDA
-    where its variant passed the self-check, PyTorch otherwise). Decoding loops resolve it once per step."""
-    name = resolve_backend("attention_with_kvcache", backend, device, ("triton", "torch"))
+    where its variant passed the self-check, the C++ kernel for fp32 on the CPU, PyTorch otherwise). Decoding
+    loops resolve it once per step."""
+    if backend == "auto" and device.type == "cpu" and not (CPP_KVCACHE_AVAILABLE and dtype == torch.float32):
+        return "torch"
+    name = resolve_backend("attention_with_kvcache", backend, device, ("triton", "cpp", "torch"))
+    if name == "cpp" and not (CPP_KVCACHE_AVAILABLE and dtype == torch.float32):
+        raise BackendUnavailableError("attention_with_kvcache: backend 'cpp' runs fp32 CPU tensors with a build of "
+                                      f"the extension that has it; got {dtype}"
+                                      + ("" if CPP_KVCACHE_AVAILABLE else " (not in this build)"))
     if name == "triton" and backend == "auto":
         if not kernel_allowed("attention_with_kvcache", dtype, f"d{head_dim}", "causal" if causal else "full",
                               device):  # one kernel per head dim and causal flag
             name = "torch"
     return name
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, cache_seqlens: torch.Tensor,
+                     k_new: torch.Tensor, v_new: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
+    """:func:`attention_with_kvcache` (causal, new keys appended) for a decoding loop that checked its inputs
+    once and resolved ``backend`` with :func:`kvcache_backend` for the step, and needs no gradient: the op is
+    called directly (the C++ kernel's own op on the CPU), without the per-call checks and Python layers."""
+    if backend == "cpp":
+        return torch.ops.sslfast.kvcache_attention_cpp(q, k_cache, v_cache, cache_seqlens, k_new, v_new, True, scale)
+    return torch.ops.sslfast.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens, k_new, v_new, True, scale,
+                                                    backend)
 
 
 def _differentiable(q, k_cache, v_cache, cache_seqlens, k_new, v_new, causal, scale):
