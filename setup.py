@@ -41,6 +41,7 @@ setup(
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=["torch>=2.11", "numpy", "tokenizers>=0.20", "tqdm", "pyyaml", "safetensors"],
     extras_require={"triton": ["triton>=3.6"], "hf": ["transformers>=4.40", "safetensors"],
-                    "images": ["scikit-learn"], "plots": ["matplotlib"]},
+                    "images": ["scikit-learn"], "plots": ["matplotlib"],
+                    "data": ["pyarrow"], "finetune": ["scikit-learn", "scipy"]},
     entry_points={"console_scripts": ["sslfast=sslfast.cli:main"]},
 )

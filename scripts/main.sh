@@ -3,6 +3,9 @@
 #  1. `sslfast bench --quick`: every op and model against its baseline -> out/bench-quick.{json,md,png}
 #  2. a short pretraining run: BERT-mini, MLM + NSP, on the embedded corpus -> out/pretrain-bert-mini/
 #     (metrics.jsonl, metrics.png, checkpoints/, final/ loadable by transformers); about 2 minutes on 2 cores.
+#  3. the loop's point: that model fine-tuned on Rotten Tomatoes polarity (800 labelled snippets, 2 epochs),
+#     beside the same config and tokenizer from fresh weights -> out/finetune-rt-polarity/results.{json,md,png};
+#     about 2 minutes. (A 150-step pretraining on docstrings is not expected to help: see the README.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,3 +17,5 @@ python3 -m sslfast pretrain --model bert --size mini --objective mlm+nsp --max-s
   --global-batch-size 32 --max-length 128 --lr 1e-3 --warmup 0.1 --eval-every 50 --save-every 50 \
   --out out/pretrain-bert-mini --overwrite
 echo "wrote out/pretrain-bert-mini/{metrics.jsonl,metrics.png,final/}"
+python3 -m sslfast evaluate --model out/pretrain-bert-mini --tasks rt-polarity --seeds 1 --baseline scratch \
+  --max-train-examples 800 --epochs 2 --max-length 64 --lr 3e-4 --out out/finetune-rt-polarity

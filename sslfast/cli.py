@@ -129,6 +129,10 @@ def main(argv=None) -> int:
     _add_bench(sub)
     from sslfast.train.pretrain import add_pretrain_parser
     add_pretrain_parser(sub)
+    from sslfast.train.finetune import add_finetune_parser
+    add_finetune_parser(sub)
+    from sslfast.train.evaluate import add_evaluate_parser
+    add_evaluate_parser(sub)
     _add_plot(sub)
     selftest = sub.add_parser("selftest", add_help=False,
                               help="check every Triton kernel variant against float64 on this machine "

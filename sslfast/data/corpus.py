@@ -186,33 +186,41 @@ def _jsonl_documents(path: str, text_field: str) -> list[list[str]]:
 
 
 def load_corpus(source, *, split: str = "blank-line", text_field: str = "text") -> Corpus:
-    """Documents from ``.txt`` / ``.jsonl`` files, folders of them, or a list of those paths.
+    """Documents from ``.txt`` / ``.jsonl`` / ``.parquet`` / ``.arrow`` files, folders of them, a ``datasets``
+    folder written by ``save_to_disk``, or a list of those paths.
 
     ``split`` says where a ``.txt`` file's documents end: ``"blank-line"`` (a blank line ends a
     document, as in BERT's original input format) or ``"file"`` (the whole file is one document, its blank
     lines end paragraphs). Sentences are found by punctuation, so hard-wrapped prose and one sentence per
     line both work. A ``.jsonl`` file gives one document per line, the text under ``text_field``. Folders are
     searched recursively, in sorted order. Raises :class:`CorpusError` for an empty corpus, a file that
-    is not UTF-8 (naming the file and byte offset) or a malformed JSON line.
+    is not UTF-8 (naming the file and byte offset) or a malformed JSON line. Parquet / Arrow rows are documents,
+    their text in the column ``text_field`` (:mod:`sslfast.data.columnar`).
     """
     if split not in ("blank-line", "file"):
         raise ValueError(f"split must be 'blank-line' or 'file', got {split!r}")
+    from sslfast.data.columnar import COLUMNAR_SUFFIXES, columnar_files, columnar_texts, is_datasets_folder
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     files = []
     for path in map(os.fspath, paths):
-        if os.path.isdir(path):
+        if os.path.isdir(path) and is_datasets_folder(path):
+            files.extend(columnar_files(path))
+        elif os.path.isdir(path):
             for directory, dirs, names in os.walk(path):
                 dirs.sort()
-                files.extend(os.path.join(directory, n) for n in sorted(names) if n.endswith((".txt", ".jsonl")))
+                files.extend(os.path.join(directory, n) for n in sorted(names)
+                             if n.endswith((".txt", ".jsonl") + COLUMNAR_SUFFIXES))
         elif os.path.isfile(path):
             files.append(path)
         else:
             raise CorpusError(f"{path}: no such file or directory")
     if not files:
-        raise CorpusError(f"no .txt or .jsonl files in {', '.join(map(os.fspath, paths))}")
+        raise CorpusError(f"no .txt, .jsonl, .parquet or .arrow files in {', '.join(map(os.fspath, paths))}")
     documents = []
     for path in files:
-        if path.endswith(".jsonl"):
+        if path.endswith(COLUMNAR_SUFFIXES):  # one document per row
+            documents.extend(_paragraph_sentences(text) for text in columnar_texts(path, text_field))
+        elif path.endswith(".jsonl"):
             documents.extend(_jsonl_documents(path, text_field))
         else:
             text = _read_text(path)

@@ -20,7 +20,8 @@ OPTIMIZERS = ("adamw", "lamb")
 PRECISIONS = ("fp32", "bf16")
 
 # fields a resumed run may change; any other difference from the saved run is refused
-RESUMABLE_CHANGES = {"max_steps", "max_tokens", "save_every", "eval_every", "eval_batches", "keep_checkpoints",
+RESUMABLE_CHANGES = {"text_column",  # what it reads is in the data fingerprint
+                     "max_steps", "max_tokens", "save_every", "eval_every", "eval_batches", "keep_checkpoints",
                      "log_every", "resume", "overwrite", "out", "progress", "device", "compile", "micro_batch_size",
                      "prefetch", "plot"}
 
@@ -36,7 +37,8 @@ class PretrainConfig:
     size: str = "mini"
     model_config: Optional[str] = None  # a transformers config.json instead of --size
     objective: Optional[str] = None  # default per model (bert: mlm+nsp, gpt2: clm)
-    data: str = "default"  # default | digits | a path
+    data: str = "default"  # default | news | digits | a path
+    text_column: str = "text"  # of .jsonl / Parquet / Arrow / datasets data
     tokenizer: str = "train"  # train | a tokenizer.json / folder
     vocab_size: int = 8192  # of a trained tokenizer
     out: Optional[str] = "out/pretrain"  # None (Python API): train in memory, write nothing
@@ -79,6 +81,10 @@ class PretrainConfig:
     def __post_init__(self):
         if self.objective is None:
             self.objective = DEFAULT_OBJECTIVE.get(self.model, "reconstruction")
+
+    def run_name(self) -> str:
+        """How progress bars and plots name the run."""
+        return f"pretrain {self.model}-{self.size} ({self.objective})"
 
     # --- I/O ---
     def to_dict(self) -> dict[str, Any]:

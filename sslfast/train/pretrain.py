@@ -11,14 +11,17 @@ from typing import Any, Union
 from sslfast.train.config import (MODELS, OBJECTIVES, OPTIMIZERS, PRECISIONS, SIZES, ConfigError, PretrainConfig,
                                   read_mapping)
 
-__all__ = ["pretrain", "add_pretrain_parser", "config_from_args"]
+__all__ = ["pretrain", "add_pretrain_parser", "config_from_args", "config_from_namespace", "add_config_flags"]
 
 _HELP = {
     "model": f"model family: {', '.join(MODELS)}",
     "size": f"model size: {', '.join(SIZES)} (BERT: Google's miniatures and BERT-base)",
     "model_config": "a transformers config.json for the model (instead of --size)",
     "objective": "bert: mlm | mlm+nsp | mlm+sop (default mlm+nsp); gpt2: clm",
-    "data": "default (the embedded corpus), digits (auto-encoders), or a .txt/.jsonl file or folder",
+    "data": "default (the embedded corpus), news (3,824 English news articles, fetched once), digits "
+            "(auto-encoders), or a .txt / .jsonl / .parquet / .arrow file, a folder of them, or a datasets "
+            "save_to_disk folder",
+    "text_column": "the text field of .jsonl / Parquet / Arrow / datasets data",
     "tokenizer": "train (WordPiece for BERT, byte-level BPE for GPT-2, on --data) or a tokenizer.json / folder",
     "vocab_size": "vocabulary size of a trained tokenizer",
     "out": "output folder (run_config.yaml, metrics.jsonl, metrics.png, checkpoints/, final/)",
@@ -66,40 +69,55 @@ _TYPES = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optiona
           "Optional[str]": str}
 
 
+def add_config_flags(p: argparse.ArgumentParser, config_class=PretrainConfig, help_overrides=None,
+                     skip=frozenset()) -> None:
+    """One flag per field of ``config_class`` (``--config`` file values first, flags over them)."""
+    help_text = {**_HELP, **(help_overrides or {})}
+    p.add_argument("--config", help="a run config (YAML/JSON with these options) or a transformers config.json")
+    for field in dataclasses.fields(config_class):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kind = str(field.type)
+        if kind == "bool":  # --flag / --no-flag, so either can override a --config file
+            p.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                           help=f"{help_text[field.name]} (default: {'on' if field.default else 'off'})")
+            continue
+        choices = _CHOICES.get(field.name) if config_class is PretrainConfig or field.name not in ("model",) else None
+        p.add_argument(flag, dest=field.name, type=_TYPES[kind], choices=choices,
+                       help=f"{help_text[field.name]} (default: {field.default})")
+    p.add_argument("--print-config", action="store_true", help="print the resolved run config and exit")
+
+
 def add_pretrain_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain a model: BERT (MLM, NSP, SOP), GPT-2 (causal LM) or an auto-encoder "
                                          "(ae, dae, vae, vqvae)",
                        description="Pretrain a model on the embedded corpus or your data. Under torchrun, "
                                    "runs DistributedDataParallel (or FSDP2 with --fsdp) on every process.",
                        argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", help="a run config (YAML/JSON with these options) or a transformers config.json")
-    for field in dataclasses.fields(PretrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        kind = str(field.type)
-        if kind == "bool":  # --flag / --no-flag, so either can override a --config file
-            p.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
-                           help=f"{_HELP[field.name]} (default: {'on' if field.default else 'off'})")
-            continue
-        p.add_argument(flag, dest=field.name, type=_TYPES[kind], choices=_CHOICES.get(field.name),
-                       help=f"{_HELP[field.name]} (default: {field.default})")
-    p.add_argument("--print-config", action="store_true", help="print the resolved run config and exit")
+    add_config_flags(p)
     p.set_defaults(func=run_pretrain_command)
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+def config_from_namespace(args: argparse.Namespace, config_class=PretrainConfig):
+    """A ``config_class`` from a ``--config`` file (if any) overridden by the flags given."""
     values: dict[str, Any] = {}
     config_file = getattr(args, "config", None)
     if config_file:
         mapping = read_mapping(config_file)
-        if "model_type" in mapping or "architectures" in mapping:  # a transformers model config
-            values["model_config"] = config_file
+        if config_class is PretrainConfig and ("model_type" in mapping or "architectures" in mapping):
+            values["model_config"] = config_file  # a transformers model config
             values["model"] = {"bert": "bert", "gpt2": "gpt2"}.get(mapping.get("model_type"), mapping.get("model_type"))
         else:
             values.update(mapping)
-    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    names = {f.name for f in dataclasses.fields(config_class)}
     values.update({k: v for k, v in vars(args).items() if k in names})
-    return PretrainConfig.from_dict(values)
+    return config_class.from_dict(values)
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    return config_from_namespace(args, PretrainConfig)
 
 
 def run_pretrain_command(args) -> int:

@@ -42,13 +42,13 @@ class Trainer:
     given to train another model in the same loop (the benchmark runs transformers' BERT this way)."""
 
     def __init__(self, config: PretrainConfig, *, task: Optional[Task] = None, model: Optional[torch.nn.Module] = None,
-                 data=None, ctx: Optional[DistributedContext] = None):
+                 data=None, ctx: Optional[DistributedContext] = None, task_factory=None):
         """``config.out=None`` trains in memory: no run folder, checkpoints, metrics file or final save (the
         metrics stay in ``trainer.history``). ``data`` hands a dataset to the task instead of ``--data``."""
         self.config = config
         self.ctx = ctx or init_distributed(config.device)
         config.validate(self.ctx.world_size)
-        self.task = task or task_for(config, self.ctx)
+        self.task = task or (task_factory(config, self.ctx) if task_factory else task_for(config, self.ctx))
         self.task.given_data = data
         self._given_model = model
         self.in_memory = config.out is None
@@ -135,7 +135,7 @@ class Trainer:
         if path is None:
             saved = os.path.join(self.out, "run_config.yaml")
             if os.path.isfile(saved):
-                self._check_same_run(PretrainConfig.from_file(saved))
+                self._check_same_run(type(cfg).from_file(saved))
             if cfg.resume != "auto":
                 raise ConfigError(f"--resume {cfg.resume!r}: no valid checkpoint in {source}")
             if ctx.is_main:
@@ -232,7 +232,7 @@ class Trainer:
     def _load(self, path: str) -> None:
         cfg, ctx = self.config, self.ctx
         meta = ckpt.verify_checkpoint(path)
-        saved = PretrainConfig.from_dict(meta["run_config"])
+        saved = type(cfg).from_dict(meta["run_config"])
         self._check_same_run(saved)
         if meta.get("fingerprint") != self.task.fingerprint:
             keys = sorted(k for k in set(meta.get("fingerprint", {})) | set(self.task.fingerprint)
@@ -356,7 +356,7 @@ class Trainer:
         peak = _peak_flops(ctx.device, cfg.precision)
         flops_per_token = self.task.flops_per_token(self.model) if peak else None
         from tqdm.auto import tqdm
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"pretrain {cfg.model}-{cfg.size}",
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.run_name(),
                    unit="step", disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True)
         if self._done():  # a finished run resumed with the same length: nothing to do
             bar.close()
@@ -411,7 +411,7 @@ class Trainer:
                 summary["final"] = final
                 if cfg.plot:
                     summary["plot"] = plot_metrics(self.metrics.path, os.path.join(self.out, "metrics.png"),
-                                                   title=f"sslfast pretrain {cfg.model}-{cfg.size} ({cfg.objective})",
+                                                   title=f"sslfast {cfg.run_name()}",
                                                    train_label=f"train loss ({cfg.objective})")
             elif cfg.fsdp and not self.in_memory:
                 self._save_final(None)
@@ -428,6 +428,7 @@ class Trainer:
         metrics = self.evaluate()
         if metrics:
             self._record({"step": self.step, **metrics})
+            self.task.after_evaluation(self.model, metrics, self.step, self.out)
         return metrics
 
     def _record(self, record: dict) -> None:

@@ -58,6 +58,9 @@ class Task:
                            rank=self.ctx.rank, world_size=self.ctx.world_size, accumulation=accumulation,
                            prefetch=self.config.prefetch)
 
+    def after_evaluation(self, model, metrics: dict, step: int, out_dir: Optional[str]) -> None:
+        """Called on every rank after each evaluation (fine-tuning keeps its best weights here)."""
+
     def eval_batches(self, micro_batch: int) -> list[dict]:
         """This rank's share of the held-out examples: the first ``eval_batches × global_batch_size`` (fixed,
         the same at every evaluation and whatever the world size), dealt round-robin to the ranks. Every rank

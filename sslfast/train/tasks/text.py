@@ -9,8 +9,14 @@ from sslfast.train.config import ConfigError
 __all__ = ["load_text_corpus", "prepare_tokenizer", "tokenized_corpus", "text_model_config"]
 
 
-def load_text_corpus(data: str) -> D.Corpus:
-    return D.default_corpus() if data == "default" else D.load_corpus(data)
+def load_text_corpus(data: str, text_column: str = "text") -> D.Corpus:
+    """``--data``: the embedded corpus, the news articles, or the user's files."""
+    if data == "default":
+        return D.default_corpus()
+    if data == "news":
+        from sslfast.data.news import news_corpus
+        return news_corpus()
+    return D.load_corpus(data, text_field=text_column)
 
 
 def prepare_tokenizer(config, ctx, out_dir: str, kind: str, resume_path=None):
@@ -19,7 +25,7 @@ def prepare_tokenizer(config, ctx, out_dir: str, kind: str, resume_path=None):
     if config.tokenizer != "train":
         return D.load_tokenizer(config.tokenizer), None
     if out_dir is None:  # a run in memory: the tokenizer is not saved
-        corpus = load_text_corpus(config.data)
+        corpus = load_text_corpus(config.data, config.text_column)
         return D.train_tokenizer(corpus, kind, vocab_size=config.vocab_size), corpus
     saved = os.path.join(out_dir, "tokenizer")
     corpus = None
@@ -29,7 +35,7 @@ def prepare_tokenizer(config, ctx, out_dir: str, kind: str, resume_path=None):
             D.save_tokenizer(D.load_tokenizer(os.path.join(source_run, "tokenizer")), saved,
                              model_max_length=config.max_length)
         else:
-            corpus = load_text_corpus(config.data)
+            corpus = load_text_corpus(config.data, config.text_column)
             D.save_tokenizer(D.train_tokenizer(corpus, kind, vocab_size=config.vocab_size), saved,
                              model_max_length=config.max_length)
     ctx.barrier()
@@ -40,7 +46,7 @@ def tokenized_corpus(config, ctx, tokenizer, corpus=None) -> D.TokenizedCorpus:
     """The run's corpus tokenized into the cache: built on rank 0, opened by the other ranks."""
     tokenized = None
     if ctx.is_main:
-        corpus = corpus if corpus is not None else load_text_corpus(config.data)
+        corpus = corpus if corpus is not None else load_text_corpus(config.data, config.text_column)
         tokenized = D.TokenizedCorpus.build(corpus, tokenizer, progress=config.progress)
     path = ctx.broadcast_object(tokenized.directory if tokenized is not None else None)
     return tokenized or D.TokenizedCorpus.open(path)
