@@ -143,3 +143,28 @@ def test_the_news_articles_are_a_pretraining_corpus():
     assert 1.9e6 < words < 2.3e6
     assert corpus[0][0].startswith("Betsy DeVos")  # each document: its title, then its sentences
     assert load_text_corpus("news").sha256 == corpus.sha256  # the cached parse is the same corpus
+
+
+def test_real_images_mnist_5k_and_fashion_mnist_from_a_folder(tmp_path, monkeypatch):
+    import gzip
+    import struct
+
+    import numpy as np
+
+    from sslfast.data.mnist import fashion_mnist, mnist_5k
+    digits = mnist_5k()
+    assert digits.images.shape == (5000, 1, 28, 28) and np.bincount(digits.labels).tolist() == [500] * 10
+    assert 0.0 <= digits.images.min() and digits.images.max() == 1.0 and digits.images.mean() > 0.05
+    monkeypatch.delenv("SSLFAST_FASHION_MNIST", raising=False)
+    monkeypatch.setattr("sslfast.data.mnist.FASHION_MNIST_FOLDERS", (str(tmp_path / "absent"),))
+    with pytest.raises(DataUnavailableError, match="dataset-fashion-mnist"):
+        fashion_mnist("test")
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    labels = np.arange(7, dtype=np.uint8)
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">HBBIII", 0, 8, 3, 7, 28, 28) + pixels.tobytes())
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">HBBI", 0, 8, 1, 7) + labels.tobytes())
+    test = fashion_mnist("test", folder=str(tmp_path))
+    assert test.images.shape == (7, 1, 28, 28) and test.labels.tolist() == list(range(7))
+    np.testing.assert_array_equal(test.images[:, 0], pixels / np.float32(255.0))

@@ -361,6 +361,45 @@ def test_fewshot_scores_are_the_candidates_log_likelihood_and_evaluate_counts(se
         fewshot.evaluate(model, tokenizer, task, k=6)
 
 
+def test_fewshot_contextual_calibration_label_words_and_a_demonstration_pool(tmp_path, seed):
+    import csv
+
+    from sslfast.data import default_corpus, train_tokenizer
+    from sslfast.data.downstream import load_task
+    from sslfast.models import fewshot
+    with open(tmp_path / "reviews.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(200):
+            writer.writerow([f"review {i} was {'good' if i % 3 else 'bad'}", "positive" if i % 3 else "negative"])
+    task = load_task(str(tmp_path / "reviews.csv"))
+    task.name = "rt-polarity"  # its label words
+    test = fewshot.classification_examples(task, "test", limit=5)
+    pool = fewshot.classification_examples(task, "train")
+    assert test[0]["choices"] == ["negative", "positive"] and len(test) == 5
+    tokenizer = train_tokenizer(default_corpus()[:80] + [[t] for t in task["train"].texts], "bpe", vocab_size=400)
+    model = models.GPT2LMHeadModel(models.GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_positions=512,
+                                                     n_embd=32, n_layer=2, n_head=4, **NO_DROPOUT)).eval()
+    template = fewshot.TEMPLATES["rt-polarity"]
+    result = fewshot.evaluate(model, tokenizer, test, k=2, seed=seed, pool=pool, calibrate=True, template=template)
+    # by hand: the same demonstrations (drawn from the pool with the seed), the query and the content-free input
+    import random
+    rng = random.Random(seed)
+    for i, ex in enumerate(test):
+        others = rng.sample(range(len(pool)), 2)
+        demos = [(pool[j]["query"], pool[j]["choices"][pool[j]["answer"]]) for j in others]
+        real, _ = fewshot.score_choices(model, tokenizer, [fewshot.build_prompt(ex["query"], demos, template)],
+                                        [ex["choices"]], template)
+        free, _ = fewshot.score_choices(model, tokenizer, [fewshot.build_prompt("N/A", demos, template)],
+                                        [ex["choices"]], template)
+        assert result["predictions"][i] == int(real.argmax())
+        assert result["predictions_calibrated"][i] == int((real.log_softmax(1) - free.log_softmax(1)).argmax())
+    answers = [ex["answer"] for ex in test]
+    assert result["majority"] == max(answers.count(0), answers.count(1)) / 5 and result["chance"] == 0.5
+    with pytest.raises(ValueError, match="k must be in"):
+        fewshot.evaluate(model, tokenizer, test, k=len(pool) + 1, pool=pool)
+
+
 def test_patch_gives_transformers_gpt2_sslfast_attention_and_the_fused_loss(monkeypatch, seed):
     import sslfast
     import sslfast.models.patch as patch_module

@@ -26,6 +26,54 @@ def _is_bench_run(data) -> bool:
             and all(isinstance(r, dict) and "op" in r and "case" in r for r in data["records"]))
 
 
+def _is_finetune_report(data) -> bool:
+    return isinstance(data, dict) and {"config", "machine", "runs", "summary"} <= set(data)
+
+
+def finetune_markdown(report: dict) -> str:
+    """The tables of a ``benchmarks/pretrain_finetune.py`` report: per task, pretrained against scratch (mean ±
+    std over seeds on the test split), the labels curve, the budget and the machine."""
+    cfg = report["config"]
+    lines = []
+    pre = report.get("pretraining", {})
+    if pre:
+        lines.append(f"Pretraining: BERT-mini, MLM, `--data news`, {pre.get('step')} steps × {cfg['batch']} × "
+                     f"≤{cfg['max_length']} tokens = {pre.get('tokens_seen', 0) / 1e6:.2f} M tokens in "
+                     f"{pre.get('wall_seconds', 0) / 60:.1f} min; eval MLM accuracy "
+                     f"{pre.get('eval_mlm_accuracy', float('nan')):.3f}. Fine-tuning: ≤{cfg['labels'] or 'all'} "
+                     f"labelled examples, {cfg['epochs']:g} epochs, lr {cfg['lr']:g}, batch {cfg['ft_batch']} × "
+                     f"≤{cfg['ft_max_length']} tokens, the best epoch on validation scored on test; "
+                     f"{cfg['seeds']} seeds. Machine: {report['machine']}.\n")
+    metric = {r["task"]: r["metric"] for r in report["runs"]}
+    lines += ["| task | metric | pretrained | from scratch | gap | gap > spread? |", "|---|---|---|---|---|---|"]
+    for task, by in report["summary"].items():
+        m = metric[task]
+        if "pretrained" not in by or "scratch" not in by:
+            continue
+        a, b = by["pretrained"][m], by["scratch"][m]
+        gap = a["mean"] - b["mean"]
+        lines.append(f"| {task} | {m} | {a['mean']:.3f} ± {a['std']:.3f} | {b['mean']:.3f} ± {b['std']:.3f} | "
+                     f"{gap:+.3f} | {'yes' if gap > max(a['std'], b['std']) else 'no'} |")
+    curve = report.get("labels_curve")
+    if curve:
+        lines += ["", f"Labels curve ({cfg['curve_task']}, {cfg['curve_seeds']} seeds):", "",
+                  "| labelled examples | pretrained | from scratch |", "|---|---|---|"]
+        for n in sorted(curve, key=int):
+            p, q = curve[n]["pretrained"], curve[n]["scratch"]
+            lines.append(f"| {n} | {p['mean']:.3f} ± {p['std']:.3f} | {q['mean']:.3f} ± {q['std']:.3f} |")
+    tokens = report.get("tokens_curve")
+    if tokens:
+        lines += ["", f"Along the pretraining run ({cfg['curve_task']}): "
+                  + ", ".join(f"{(t['tokens'] or 0) / 1e6:.2f} M tokens → {t['mean']:.3f}" for t in tokens)]
+    timing = report.get("trainer_comparison")
+    if timing:
+        lines += ["", f"Fine-tuning step ({timing['batch']} × ≤{timing['max_length']} tokens, {timing['steps']} "
+                  f"steps): sslfast {timing['sslfast_seconds_per_step'] * 1e3:.0f} ms, transformers' `Trainer` "
+                  f"with its `BertForSequenceClassification` {timing['transformers_trainer_seconds_per_step'] * 1e3:.0f}"
+                  f" ms ({timing['transformers_trainer_seconds_per_step'] / timing['sslfast_seconds_per_step']:.2f}×)."]
+    return "\n".join(lines) + "\n"
+
+
 def build(results_dir: str) -> str:
     parts = [HEADER]
     files = sorted(glob.glob(os.path.join(results_dir, "*.json")))
@@ -54,9 +102,11 @@ def fill_tables(text: str, results_dir: str, shown_dir: str = "benchmarks/result
         path = os.path.join(results_dir, match.group("name"))
         with open(path) as f:
             data = json.load(f)
-        if not _is_bench_run(data):
-            raise ValueError(f"{path} is not a bench results file")
         source = f"Results file: `{shown_dir}/{match.group('name')}`.\n\n"
+        if _is_finetune_report(data):
+            return match.group(1) + source + finetune_markdown(data) + match.group(4)
+        if not _is_bench_run(data):
+            raise ValueError(f"{path} is neither a bench results file nor a pretrain-finetune report")
         return match.group(1) + source + to_markdown(data["records"], data["environment"]) + match.group(4)
     return _BLOCK.sub(table, text)
 

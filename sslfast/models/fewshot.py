@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["FewShotTemplate", "build_prompt", "score_choices", "evaluate", "sentence_completion_task"]
+__all__ = ["FewShotTemplate", "build_prompt", "score_choices", "evaluate", "sentence_completion_task",
+           "classification_examples", "LABEL_WORDS", "TEMPLATES"]
 
 
 @dataclasses.dataclass
@@ -89,43 +90,88 @@ def score_choices(model, tokenizer, prompts: Sequence[str], choices: Sequence[Se
 
 
 def evaluate(model, tokenizer, examples: Sequence[dict], *, k: int = 0, template: Optional[FewShotTemplate] = None,
-             seed: int = 0, batch_size: int = 8) -> dict:
+             seed: int = 0, batch_size: int = 8, pool: Optional[Sequence[dict]] = None, calibrate: bool = False,
+             content_free: str = "N/A") -> dict:
     """k-shot multiple-choice accuracy. ``examples``: dicts with ``query``, ``choices`` (strings) and ``answer``
-    (the index of the right choice). Each query's k demonstrations are other examples (drawn with ``seed``),
-    shown with their right answer. Returns ``accuracy`` (by summed log-likelihood), ``accuracy_normalized``
-    (by mean log-likelihood per token), ``chance`` (the expected accuracy of guessing) and the predictions."""
+    (the index of the right choice). Each query's k demonstrations are drawn with ``seed`` from ``pool`` (e.g.
+    the training split) or, without one, from the other examples, and shown with their right answer. Returns
+    ``accuracy`` (by summed log-likelihood), ``accuracy_normalized`` (by mean log-likelihood per token),
+    ``chance`` (the expected accuracy of guessing), ``majority`` (always answering the most frequent answer
+    index) and the predictions. With ``calibrate``, also ``accuracy_calibrated``: contextual calibration (Zhao
+    et al., 2021) — each candidate's probability, normalised over the candidates, divided by its probability
+    after the same demonstrations with the ``content_free`` input instead of the query."""
     if not examples:
         raise ValueError("evaluate: no examples")
-    if k < 0 or k >= len(examples):
-        raise ValueError(f"evaluate: k must be in [0, {len(examples) - 1}] for {len(examples)} examples, got {k}")
+    source = examples if pool is None else pool
+    available = len(source) - (1 if pool is None else 0)
+    if k < 0 or k > available:
+        raise ValueError(f"evaluate: k must be in [0, {available}] for {len(source)} demonstration candidates, got {k}")
     for i, ex in enumerate(examples):
         if not 0 <= ex["answer"] < len(ex["choices"]):
             raise ValueError(f"evaluate: example {i} has answer {ex['answer']} outside its {len(ex['choices'])} choices")
     template = template or FewShotTemplate()
     rng = random.Random(seed)
-    prompts = []
+    prompts, free_prompts = [], []
     for i, ex in enumerate(examples):
-        others = rng.sample([j for j in range(len(examples)) if j != i], k)
-        demos = [(examples[j]["query"], examples[j]["choices"][examples[j]["answer"]]) for j in others]
+        others = rng.sample([j for j in range(len(source)) if pool is not None or j != i], k)
+        demos = [(source[j]["query"], source[j]["choices"][source[j]["answer"]]) for j in others]
         prompts.append(build_prompt(ex["query"], demos, template))
-    picked, picked_norm = [], []
+        free_prompts.append(build_prompt(content_free, demos, template))
+    picked, picked_norm, picked_cal = [], [], []
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(examples), batch_size):
             chunk = examples[start:start + batch_size]
-            total, mean = score_choices(model, tokenizer, prompts[start:start + batch_size],
-                                        [ex["choices"] for ex in chunk], template)
+            options = [ex["choices"] for ex in chunk]
+            total, mean = score_choices(model, tokenizer, prompts[start:start + batch_size], options, template)
             picked += total.argmax(1).tolist()
             picked_norm += mean.argmax(1).tolist()
+            if calibrate:
+                free, _ = score_choices(model, tokenizer, free_prompts[start:start + batch_size], options, template)
+                # log p(y | x) - log p(y | content-free), each normalised over the candidates
+                calibrated = torch.log_softmax(total, 1) - torch.log_softmax(free, 1)
+                picked_cal += calibrated.nan_to_num(float("-inf")).argmax(1).tolist()
     finally:
         model.train(was_training)
     answers = [ex["answer"] for ex in examples]
-    return {"k": k, "examples": len(examples),
-            "accuracy": sum(p == a for p, a in zip(picked, answers)) / len(examples),
-            "accuracy_normalized": sum(p == a for p, a in zip(picked_norm, answers)) / len(examples),
-            "chance": sum(1 / len(ex["choices"]) for ex in examples) / len(examples),
-            "predictions": picked, "predictions_normalized": picked_norm}
+    most = max(set(answers), key=answers.count)
+
+    def accuracy(predictions):
+        return sum(p == a for p, a in zip(predictions, answers)) / len(examples)
+    out = {"k": k, "examples": len(examples), "accuracy": accuracy(picked),
+           "accuracy_normalized": accuracy(picked_norm),
+           "chance": sum(1 / len(ex["choices"]) for ex in examples) / len(examples),
+           "majority": answers.count(most) / len(answers),
+           "predictions": picked, "predictions_normalized": picked_norm}
+    if calibrate:
+        out["accuracy_calibrated"] = accuracy(picked_cal)
+        out["predictions_calibrated"] = picked_cal
+    return out
+
+
+LABEL_WORDS = {  # how a task's classes read as answers
+    "rt-polarity": {"negative": "negative", "positive": "positive"},
+    "sms-spam": {"ham": "normal", "spam": "spam"},
+    "trec-6": {"ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "person", "LOC": "location",
+               "NUM": "number"},
+}
+TEMPLATES = {
+    "rt-polarity": FewShotTemplate(instruction="Classify the sentiment of each movie review.",
+                                   example="Review: {query}\nSentiment:{answer}"),
+    "sms-spam": FewShotTemplate(instruction="Is each message spam or normal?", example="Message: {query}\nType:{answer}"),
+    "trec-6": FewShotTemplate(instruction="What does each question ask for?",
+                              example="Question: {query}\nAnswer type:{answer}"),
+}
+
+
+def classification_examples(task, split: str, *, limit: Optional[int] = None) -> list[dict]:
+    """A :class:`~sslfast.data.downstream.DownstreamTask` split as multiple-choice examples whose candidates are
+    the task's label words (:data:`LABEL_WORDS`; else the class names)."""
+    words = LABEL_WORDS.get(task.name, {})
+    choices = [words.get(name, name) for name in task.label_names]
+    data = task[split].subset(limit)
+    return [{"query": text, "choices": choices, "answer": label} for text, label in zip(data.texts, data.labels)]
 
 
 def sentence_completion_task(documents: Sequence[Sequence[str]], *, n: int = 64, num_choices: int = 4,

@@ -18,9 +18,9 @@ _HELP = {
     "size": f"model size: {', '.join(SIZES)} (BERT: Google's miniatures and BERT-base)",
     "model_config": "a transformers config.json for the model (instead of --size)",
     "objective": "bert: mlm | mlm+nsp | mlm+sop (default mlm+nsp); gpt2: clm",
-    "data": "default (the embedded corpus), news (3,824 English news articles, fetched once), digits "
-            "(auto-encoders), or a .txt / .jsonl / .parquet / .arrow file, a folder of them, or a datasets "
-            "save_to_disk folder",
+    "data": "text: default (the embedded corpus), news (3,824 English news articles, fetched once), or a "
+            ".txt / .jsonl / .parquet / .arrow file, a folder of them, or a datasets save_to_disk folder; "
+            "images (auto-encoders): digits (8×8), mnist (MNIST-5k, 28×28), fashion-mnist, or .npy / .npz / a folder",
     "text_column": "the text field of .jsonl / Parquet / Arrow / datasets data",
     "tokenizer": "train (WordPiece for BERT, byte-level BPE for GPT-2, on --data) or a tokenizer.json / folder",
     "vocab_size": "vocabulary size of a trained tokenizer",

@@ -24,8 +24,17 @@ MODEL_CLASSES = {"ae": "AutoEncoder", "dae": "DenoisingAutoEncoder", "vae": "Var
 
 
 def load_image_data(data: str) -> D.ImageDataset:
-    """``default`` / ``digits`` → scikit-learn's digits; else a .npy / .npz file or an image folder."""
-    return D.digits() if data in ("default", "digits") else D.load_images(data)
+    """``default`` / ``digits`` → scikit-learn's digits; ``mnist`` → MNIST-5k; ``fashion-mnist`` → its train
+    split; else a .npy / .npz file or an image folder."""
+    if data in ("default", "digits"):
+        return D.digits()
+    if data == "mnist":
+        from sslfast.data.mnist import mnist_5k
+        return mnist_5k()
+    if data == "fashion-mnist":
+        from sslfast.data.mnist import fashion_mnist
+        return fashion_mnist("train")
+    return D.load_images(data)
 
 
 class AutoEncoderTask(Task):

@@ -28,8 +28,8 @@ class BertTask(Task):
 
     def prepare(self, out_dir: str, resume_path) -> None:
         cfg, ctx = self.config, self.ctx
-        if cfg.data == "digits":
-            raise ConfigError("--data digits is image data; BERT needs text (default, or a .txt/.jsonl path)")
+        if cfg.data in ("digits", "mnist", "fashion-mnist"):
+            raise ConfigError(f"--data {cfg.data} is image data; BERT needs text (default, news, or a text file)")
         self.tokenizer, corpus = prepare_tokenizer(cfg, ctx, out_dir, "wordpiece", resume_path)
         self.special = D.special_tokens(self.tokenizer)
         self.special.require("cls", "sep", "mask", "pad", purpose="BERT pretraining")

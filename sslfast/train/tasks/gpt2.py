@@ -28,8 +28,8 @@ class GPT2Task(Task):
 
     def prepare(self, out_dir: str, resume_path) -> None:
         cfg, ctx = self.config, self.ctx
-        if cfg.data == "digits":
-            raise ConfigError("--data digits is image data; GPT-2 needs text (default, or a .txt/.jsonl path)")
+        if cfg.data in ("digits", "mnist", "fashion-mnist"):
+            raise ConfigError(f"--data {cfg.data} is image data; GPT-2 needs text (default, news, or a text file)")
         self.tokenizer, corpus = prepare_tokenizer(cfg, ctx, out_dir, "bpe", resume_path)
         self.special = D.special_tokens(self.tokenizer)
         self.special.require("eos", purpose="GPT-2 pretraining")
