@@ -208,3 +208,26 @@ def test_readme_tables_are_generated_from_their_results_files():
     assert _BLOCK.search(readme), "the README has no generated bench table"
     assert fill_tables(readme, os.path.join(REPO, "benchmarks", "results")) == readme, \
         "README bench tables differ from their results files: run python -m sslfast.bench.results"
+
+
+def test_a_pretrain_finetune_report_renders_its_gap_and_curves():
+    from sslfast.bench.results import fill_tables, finetune_markdown
+    from sslfast.train.evaluate import summarize
+    runs = [{"task": "rt-polarity", "metric": "accuracy", "weights": w, "seed": s,
+             "test": {"accuracy": base + 0.01 * s}} for w, base in (("pretrained", 0.80), ("scratch", 0.70))
+            for s in range(3)]
+    report = {"config": {"batch": 32, "max_length": 128, "labels": 1000, "epochs": 3.0, "lr": 3e-4, "ft_batch": 32,
+                         "ft_max_length": 64, "seeds": 3, "curve_task": "rt-polarity", "curve_seeds": 2},
+              "machine": "a test machine", "runs": runs, "summary": summarize(runs),
+              "pretraining": {"step": 600, "tokens_seen": 2.4e6, "wall_seconds": 600, "eval_mlm_accuracy": 0.2},
+              "labels_curve": {"100": {"pretrained": {"mean": 0.6, "std": 0.02}, "scratch": {"mean": 0.5, "std": 0.01}}}}
+    text = finetune_markdown(report)
+    assert "| rt-polarity | accuracy | 0.810 ± 0.010 | 0.710 ± 0.010 | +0.100 | yes |" in text
+    assert "| 100 | 0.600 ± 0.020 | 0.500 ± 0.010 |" in text and "2.40 M tokens" in text
+    import json
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "r.json"), "w") as f:
+            json.dump(report, f)
+        filled = fill_tables("x\n<!-- bench-table: r.json -->\nold\n<!-- /bench-table -->\n", folder)
+    assert "old" not in filled and "+0.100" in filled
