@@ -121,7 +121,7 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
                                                            "weights")
     p.add_argument("--out", default="out/evaluate", help="folder for results.{json,md,png}")
     for name in ("epochs", "lr", "global_batch_size", "max_length", "max_steps", "max_train_examples", "precision",
-                 "device", "warmup", "weight_decay", "dropout"):
+                 "device", "warmup", "weight_decay", "dropout", "text_column", "text_pair_column", "label_column"):
         field = {f.name: f for f in dataclasses.fields(FinetuneConfig)}[name]
         kind = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[float]": float,
                 "Optional[str]": str}[str(field.type)]

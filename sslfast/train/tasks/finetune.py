@@ -15,7 +15,8 @@ from sslfast.data.downstream import load_task
 from sslfast.models.hub import CheckpointError
 from sslfast.train.config import ConfigError
 from sslfast.train.scores import task_scores
-from sslfast.train.tasks.base import Task, unwrap
+from sslfast.train.tasks.base import unwrap
+from sslfast.train.tasks.bert import BertTask
 
 __all__ = ["FinetuneTask", "resolve_checkpoint"]
 
@@ -94,8 +95,9 @@ class _Collate:
         return batch
 
 
-class FinetuneTask(Task):
-    """``config`` is a :class:`~sslfast.train.finetune.FinetuneConfig`."""
+class FinetuneTask(BertTask):
+    """``config`` is a :class:`~sslfast.train.finetune.FinetuneConfig`. A BERT with a task head: the encoder's
+    layers, FLOP count and final save are BertTask's; the data, loss and evaluation are the task's."""
     name = "finetune"
 
     def prepare(self, out_dir: Optional[str], resume_path) -> None:
@@ -192,9 +194,6 @@ class FinetuneTask(Task):
             model = cls.from_pretrained(self.directory, config=copy.deepcopy(self.model_config))
         return model
 
-    def layers(self, model):
-        return list(unwrap(model).bert.encoder.layer)
-
     def counts(self, batch):
         return {"tokens": int(batch["attention_mask"].sum()), "sequences": int(batch["input_ids"].shape[0])}
 
@@ -286,11 +285,3 @@ class FinetuneTask(Task):
             unwrap(model).load_state_dict(state, strict=False)
         return model
 
-    def save_final(self, model, directory):
-        unwrap(model).save_pretrained(directory)
-        D.save_tokenizer(self.tokenizer, directory, model_max_length=self.config.max_length)
-
-    def flops_per_token(self, model) -> Optional[float]:
-        c = self.model_config
-        params = c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
-        return 6 * params + 12 * c.num_hidden_layers * c.hidden_size * self.config.max_length
