@@ -84,8 +84,21 @@ def trainer_comparison(model_dir, task_name, args):
     from sslfast.data.downstream import load_task
     from sslfast.train.tasks.finetune import _Collate, _Examples
     import sslfast.data as D
+    from sslfast.train.tasks.finetune import FinetuneTask
+    from sslfast.train.trainer import Trainer
     steps = args.timing_steps
-    ours = _finetune(model_dir, task_name, 0, args.ft_batch * steps, args)
+    config = FinetuneConfig(model=model_dir, task=task_name, out=None, progress=False, plot=False,
+                            max_train_examples=args.ft_batch * steps, max_steps=steps, lr=args.lr,
+                            max_length=args.ft_max_length, global_batch_size=args.ft_batch)
+    ours = Trainer(config, task_factory=FinetuneTask).setup()
+    batches = ours.loader.forever()
+    our_times = []
+    for _ in range(steps):  # the loop's own training step: forward, backward, clipping, AdamW, schedule
+        micro = [next(batches) for _ in range(ours.accumulation)]
+        start = time.perf_counter()
+        ours.train_step(micro)
+        our_times.append(time.perf_counter() - start)
+    batches.close()
     task = load_task(task_name)
     tokenizer = D.load_tokenizer(model_dir)
     data = _Examples(tokenizer, task["train"].subset(args.ft_batch * steps), task.kind, args.ft_max_length)
@@ -102,7 +115,7 @@ def trainer_comparison(model_dir, task_name, args):
             times.append(time.perf_counter() - self.t)
     training = transformers.TrainingArguments(output_dir=os.path.join(args.work, "hf-trainer"), max_steps=steps,
                                               per_device_train_batch_size=args.ft_batch, learning_rate=args.lr,
-                                              warmup_ratio=0.1, weight_decay=0.01, logging_steps=1000,
+                                              warmup_steps=max(1, steps // 10), weight_decay=0.01, logging_steps=1000,
                                               save_strategy="no", report_to=[], use_cpu=True,
                                               dataloader_num_workers=0, disable_tqdm=True)
     trainer = transformers.Trainer(model=hf, args=training, train_dataset=data,
@@ -111,9 +124,12 @@ def trainer_comparison(model_dir, task_name, args):
     trainer.train()
     total = time.perf_counter() - start
     return {"steps": steps, "batch": args.ft_batch, "max_length": args.ft_max_length,
-            "sslfast_seconds_per_step": ours["seconds_per_step"],
+            "sslfast_median_step_seconds": statistics.median(our_times[2:]),
+            "transformers_trainer_median_step_seconds": statistics.median(times[2:]),
             "transformers_trainer_seconds_per_step": total / steps,
-            "transformers_trainer_median_step_seconds": statistics.median(times) if times else None}
+            "what": "median over steps 3..N of each loop's training step (forward, backward, clipping, AdamW) on "
+                    "the same padded batches of the same examples; transformers' BertForSequenceClassification "
+                    "(sdpa) under its Trainer, sslfast's under sslfast's loop"}
 
 
 def plot(report, path):
@@ -174,8 +190,11 @@ def main(argv=None):
     p.add_argument("--curve-task", default="rt-polarity")
     p.add_argument("--curve-labels", default="100,300,3000", help="more label counts for the labels curve")
     p.add_argument("--curve-seeds", type=int, default=2)
+    p.add_argument("--tokens-curve-seeds", type=int, default=2)
     p.add_argument("--timing-steps", type=int, default=30)
+    p.add_argument("--resume", action="store_true", help="keep the fine-tuning runs already in --out")
     p.add_argument("--skip-pretrain", action="store_true", help="reuse --work's pretraining run")
+    p.add_argument("--pretrain-wall-seconds", type=float, help="with --skip-pretrain: how long that run took")
     args = p.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
     os.makedirs(args.work, exist_ok=True)
@@ -187,6 +206,13 @@ def main(argv=None):
               "started": time.strftime("%Y-%m-%d %H:%M")}
     if not args.skip_pretrain:
         report["pretraining"] = pretrain_news(args, run_dir)
+    else:  # the run in --work: its budget from its metrics.jsonl (wall time as measured then, if given)
+        log = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+        last_step = [r for r in log if "loss" in r][-1]
+        last_eval = [r for r in log if "eval_mlm_accuracy" in r][-1]
+        report["pretraining"] = {"step": last_step["step"], "tokens_seen": last_step["tokens_seen"],
+                                 "loss": last_step["loss"], **{k: v for k, v in last_eval.items() if k != "step"},
+                                 "wall_seconds": args.pretrain_wall_seconds}
     final = os.path.join(run_dir, "final")
 
     def save():
@@ -195,9 +221,16 @@ def main(argv=None):
         atomic_write_text(args.out, json.dumps(report, indent=2))
 
     runs = []
+    done = {}
+    if args.resume and os.path.isfile(args.out):  # keep the fine-tuning runs a cut-short run already wrote
+        for run in json.load(open(args.out)).get("runs", []):
+            done[(run["task"], run["seed"], run["weights"])] = run
     for task in [t for t in args.tasks.split(",") if t]:
         for seed in range(args.seeds):
             for weights, extra in (("pretrained", {}), ("scratch", {"from_scratch": True})):
+                if (task, seed, weights) in done:
+                    runs.append(done[(task, seed, weights)])
+                    continue
                 run = _finetune(final, task, seed, labels, args, **extra)
                 run["weights"] = weights
                 runs.append(run)
@@ -224,7 +257,8 @@ def main(argv=None):
     pretraining_log = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     tokens_at = {r["step"]: r["tokens_seen"] for r in pretraining_log if "tokens_seen" in r}
     for step, model_dir in checkpoint_models(run_dir):
-        values = [_finetune(model_dir, args.curve_task, seed, labels, args)["test"] for seed in range(args.curve_seeds)]
+        values = [_finetune(model_dir, args.curve_task, seed, labels, args)["test"]
+                  for seed in range(args.tokens_curve_seeds)]
         metric = next(r["metric"] for r in runs if r["task"] == args.curve_task) if runs else "accuracy"
         scores = [v[metric] for v in values]
         tokens_curve.append({"step": step, "tokens": tokens_at.get(step), "mean": statistics.fmean(scores),

@@ -3,7 +3,8 @@
 #  1. `sslfast bench --quick`: every op and model against its baseline -> out/bench-quick.{json,md,png}
 #  2. a short pretraining run: BERT-mini, MLM + NSP, on the embedded corpus -> out/pretrain-bert-mini/
 #     (metrics.jsonl, metrics.png, checkpoints/, final/ loadable by transformers); about 2 minutes on 2 cores.
-#  3. the loop's point: that model fine-tuned on Rotten Tomatoes polarity (800 labelled snippets, 2 epochs),
+#  3. the loop's point: that model fine-tuned on Rotten Tomatoes polarity (800 labelled snippets, 2 epochs,
+#     scored on 400 validation and 400 test snippets),
 #     beside the same config and tokenizer from fresh weights -> out/finetune-rt-polarity/results.{json,md,png};
 #     about 2 minutes. (A 150-step pretraining on docstrings is not expected to help: see the README.)
 set -euo pipefail
@@ -18,4 +19,5 @@ python3 -m sslfast pretrain --model bert --size mini --objective mlm+nsp --max-s
   --out out/pretrain-bert-mini --overwrite
 echo "wrote out/pretrain-bert-mini/{metrics.jsonl,metrics.png,final/}"
 python3 -m sslfast evaluate --model out/pretrain-bert-mini --tasks rt-polarity --seeds 1 --baseline scratch \
-  --max-train-examples 800 --epochs 2 --max-length 64 --lr 3e-4 --out out/finetune-rt-polarity
+  --max-train-examples 800 --max-eval-examples 400 --epochs 2 --max-length 64 --lr 3e-4 \
+  --out out/finetune-rt-polarity

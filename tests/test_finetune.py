@@ -149,6 +149,15 @@ def test_evaluate_against_scratch_writes_a_table_json_and_plot(tmp_path, sentime
     assert "| sentiment.csv | accuracy |" in open(tmp_path / "eval" / "results.md").read()
 
 
+def test_the_evaluate_command_prints_its_table(tmp_path, sentiment_csv, capsys):
+    out = str(tmp_path / "eval")
+    assert cli_main(["evaluate", "--model", "scratch:tiny", "--tasks", sentiment_csv, "--seeds", "1", "--max-steps", "4",
+                     "--max-length", "32", "--text-column", "sentence", "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert "| sentiment.csv | accuracy |" in printed and os.path.isfile(os.path.join(out, "results.json"))
+    assert cli_main(["evaluate", "--model", "scratch:tiny", "--tasks", sentiment_csv, "--seeds", "0"]) == 2
+
+
 def test_clear_errors(tmp_path, sentiment_csv, capsys):
     common = ["--task", sentiment_csv, "--text-column", "sentence", "--no-progress"]
     assert cli_main(["finetune", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "w"), *common]) == 2

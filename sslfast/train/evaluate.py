@@ -120,7 +120,7 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--baseline", choices=["scratch"], help="also fine-tune the same config and tokenizer from fresh "
                                                            "weights")
     p.add_argument("--out", default="out/evaluate", help="folder for results.{json,md,png}")
-    for name in ("epochs", "lr", "global_batch_size", "max_length", "max_steps", "max_train_examples", "precision",
+    for name in ("epochs", "lr", "global_batch_size", "max_length", "max_steps", "max_train_examples", "max_eval_examples", "precision",
                  "device", "warmup", "weight_decay", "dropout", "text_column", "text_pair_column", "label_column"):
         field = {f.name: f for f in dataclasses.fields(FinetuneConfig)}[name]
         kind = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[float]": float,
@@ -136,8 +136,8 @@ def run_evaluate_command(args) -> int:
         from sslfast.train.config import ConfigError
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
-    options = {k: v for k, v in vars(args).items() if k not in ("model", "tasks", "seeds", "baseline", "out", "func",
-                                                                 "command")}
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    options = {k: v for k, v in vars(args).items() if k in fields and k not in ("model", "out")}
     report = evaluate(args.model, tasks, args.seeds, baseline=args.baseline, out=args.out, **options)
     print(results_table(report))
     print(f"wrote {os.path.join(args.out, 'results.json')}, results.md" + (", results.png" if report.get("plot") else ""))

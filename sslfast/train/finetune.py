@@ -35,6 +35,7 @@ class FinetuneConfig(PretrainConfig):
     from_scratch: bool = False
     epochs: float = 3.0
     max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
     out: Optional[str] = "out/finetune"
     global_batch_size: int = 32
     lr: float = 1e-4
@@ -55,8 +56,9 @@ class FinetuneConfig(PretrainConfig):
         PretrainConfig(**loop).validate(world_size)
         if not self.epochs > 0:
             raise ConfigError(f"--epochs must be positive, got {self.epochs}")
-        if self.max_train_examples is not None and self.max_train_examples < 1:
-            raise ConfigError(f"--max-train-examples must be at least 1, got {self.max_train_examples}")
+        for name in ("max_train_examples", "max_eval_examples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.from_scratch and self.model.startswith("scratch:"):
             raise ConfigError("--from-scratch takes a checkpoint's config and tokenizer: give --model a folder")
 
@@ -105,7 +107,8 @@ _FLAGS = {"model": "checkpoint folder, pretraining run folder, or scratch:<size>
           "label_column": "the label column (numbers with fractions: regression)",
           "from_scratch": "the checkpoint's config and tokenizer with fresh weights (the baseline)",
           "epochs": "passes over the training split (unless --max-steps)",
-          "max_train_examples": "use only the first N training examples (a hash-ordered sample)"}
+          "max_train_examples": "use only the first N training examples (a hash-ordered sample)",
+          "max_eval_examples": "score only the first N validation and test examples (quick runs)"}
 
 
 def add_finetune_parser(sub) -> argparse.ArgumentParser:

@@ -117,8 +117,8 @@ class FinetuneTask(BertTask):
             raise ConfigError(f"--max-length {length} exceeds the model's max_position_embeddings {limit}")
         train = task["train"].subset(cfg.max_train_examples)
         self.train_dataset = _Examples(self.tokenizer, train, task.kind, length)
-        self.eval_dataset = _Examples(self.tokenizer, task["validation"], task.kind, length)
-        self.test_dataset = _Examples(self.tokenizer, task["test"], task.kind, length)
+        self.eval_dataset = _Examples(self.tokenizer, task["validation"].subset(cfg.max_eval_examples), task.kind, length)
+        self.test_dataset = _Examples(self.tokenizer, task["test"].subset(cfg.max_eval_examples), task.kind, length)
         if task.kind != "regression":
             top = max(max(l) if isinstance(l, list) else l for l in task["train"].labels)
             if top >= task.num_labels:
@@ -132,6 +132,7 @@ class FinetuneTask(BertTask):
         if cfg.save_every is None:
             cfg.save_every = steps_per_epoch
         self.fingerprint = {"task": task.name, "train_examples": len(self.train_dataset), "source": self.source,
+                            "eval_examples": len(self.eval_dataset),
                             "num_labels": task.num_labels, "kind": task.kind}
         self.best = self._read_best(out_dir)
 
