@@ -1,11 +1,21 @@
 """Atomic file writes: a reader (or a run resumed after a crash) never sees a half-written file."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "fsync_directory"]
+__all__ = ["atomic_write", "atomic_write_text", "fsync_directory", "file_sha256"]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_directory(directory: str) -> None:

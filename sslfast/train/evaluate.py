@@ -15,6 +15,7 @@ from typing import Optional
 
 from sslfast.data.downstream import TASKS
 from sslfast.train.finetune import FinetuneConfig, finetune
+from sslfast.train.pretrain import _TYPES
 
 __all__ = ["evaluate", "add_evaluate_parser", "summarize", "results_table"]
 
@@ -123,8 +124,7 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
     for name in ("epochs", "lr", "global_batch_size", "max_length", "max_steps", "max_train_examples", "max_eval_examples", "precision",
                  "device", "warmup", "weight_decay", "dropout", "text_column", "text_pair_column", "label_column"):
         field = {f.name: f for f in dataclasses.fields(FinetuneConfig)}[name]
-        kind = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[float]": float,
-                "Optional[str]": str}[str(field.type)]
+        kind = _TYPES[str(field.type)]
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=argparse.SUPPRESS,
                        help=f"as in sslfast finetune (default: {field.default})")
     p.set_defaults(func=run_evaluate_command)

@@ -29,7 +29,6 @@ class FinetuneConfig(PretrainConfig):
     is scored every ``eval_every`` steps (default: each epoch) and the best weights are kept."""
     model: str = "scratch:mini"
     task: str = "rt-polarity"
-    text_column: str = "text"
     text_pair_column: Optional[str] = None
     label_column: str = "label"
     from_scratch: bool = False
