@@ -33,7 +33,10 @@ def main(argv=None) -> int:
     p.add_argument("--examples", type=int, default=300, help="test examples per task")
     p.add_argument("--shots", default="0,1,4")
     p.add_argument("--draws", type=int, default=5, help="draws of demonstrations (seeds)")
-    p.add_argument("--skip-pretrain", action="store_true")
+    p.add_argument("--skip-pretrain", action="store_true", help="reuse --work's pretraining run")
+    p.add_argument("--pretrain-wall-seconds", type=float, help="with --skip-pretrain: how long that run took")
+    p.add_argument("--finetune-report", default="benchmarks/results/pretrain-finetune-cpu.json",
+                   help="a benchmarks/pretrain_finetune.py report: its BERT-mini scores go beside (if present)")
     args = p.parse_args(argv)
 
     import sslfast.data as D
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
     from sslfast.models import GPT2LMHeadModel, fewshot
     from sslfast.train import pretrain
     env = environment("cpu", ["python", "benchmarks/fewshot_real.py", *(argv if argv is not None else sys.argv[1:])])
-    report = {"config": vars(args), "machine": machine_summary(env), "environment": env, "results": {}}
+    report = {"kind": "fewshot-real", "config": vars(args), "machine": machine_summary(env), "environment": env,
+              "started": time.strftime("%Y-%m-%d %H:%M"), "results": {}}
     run = os.path.join(args.work, "gpt2-news")
     if not args.skip_pretrain:
         start = time.perf_counter()
@@ -52,6 +56,13 @@ def main(argv=None) -> int:
                             "overwrite": True})
         summary["wall_seconds"] = time.perf_counter() - start
         report["pretraining"] = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+    else:  # the run in --work: its budget from its metrics.jsonl
+        log = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+        last = [r for r in log if "loss" in r][-1]
+        evals = [r for r in log if "eval_loss" in r]
+        report["pretraining"] = {"step": last["step"], "tokens_seen": last.get("tokens_seen"), "loss": last["loss"],
+                                 **({k: v for k, v in evals[-1].items() if k != "step"} if evals else {}),
+                                 "wall_seconds": args.pretrain_wall_seconds}
     model = GPT2LMHeadModel.from_pretrained(os.path.join(run, "final")).eval()
     tokenizer = D.load_tokenizer(os.path.join(run, "final"))
     shots = [int(k) for k in args.shots.split(",")]
@@ -70,20 +81,26 @@ def main(argv=None) -> int:
         per_k = {}
         for k in tqdm(shots, desc=name, unit="k"):
             draws = [fewshot.evaluate(model, tokenizer, test, k=k, seed=seed, pool=pool, calibrate=True,
-                                      template=template) for seed in range(args.draws if k else 1)]
+                                      template=template, truncate=True) for seed in range(args.draws if k else 1)]
             per_k[str(k)] = {m: {"mean": statistics.fmean(d[m] for d in draws),
                                  "std": statistics.stdev(d[m] for d in draws) if len(draws) > 1 else 0.0}
                              for m in ("accuracy", "accuracy_calibrated", "accuracy_normalized")}
             per_k[str(k)]["draws"] = len(draws)
+            per_k[str(k)]["truncated_prompts"] = max(d["truncated"] for d in draws)
         report["results"][name] = {"examples": len(test), "chance": draws[0]["chance"],
                                    "majority": draws[0]["majority"], "shots": per_k}
         save()
-    print("| task | chance | majority | " + " | ".join(f"{k}-shot raw | {k}-shot calibrated" for k in shots) + " |")
-    for name, r in report["results"].items():
-        cells = [f"{r['shots'][str(k)]['accuracy']['mean']:.3f} ± {r['shots'][str(k)]['accuracy']['std']:.3f} | "
-                 f"{r['shots'][str(k)]['accuracy_calibrated']['mean']:.3f} ± "
-                 f"{r['shots'][str(k)]['accuracy_calibrated']['std']:.3f}" for k in shots]
-        print(f"| {name} | {r['chance']:.3f} | {r['majority']:.3f} | " + " | ".join(cells) + " |")
+    if args.finetune_report and os.path.isfile(args.finetune_report):  # BERT-mini fine-tuned, same test splits
+        fine = json.load(open(args.finetune_report))
+        report["finetuned_bert"] = {
+            "source": args.finetune_report, "labels": fine["config"].get("labels"),
+            "scores": {t: {"pretrained": by["pretrained"]["accuracy"], "scratch": by["scratch"]["accuracy"]}
+                       for t, by in fine.get("summary", {}).items() if t in report["results"]
+                       and "accuracy" in by.get("pretrained", {})}}
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M")
+    save()
+    from sslfast.bench.results import fewshot_markdown
+    print(fewshot_markdown(report))
     _plot(report, shots, os.path.splitext(args.out)[0] + ".png")
     return 0
 

@@ -148,6 +148,83 @@ def test_pca_baseline_and_detector_errors():
         ReconstructionDetector("gan")
 
 
+def _trained(kind, normal, seed, steps=60):
+    extra = {"num_codes": 16, "code_dim": 8} if kind == "vqvae" else {}
+    return ReconstructionDetector(kind, input_shape=(1, 8, 8), latent_dim=4, **extra).fit(
+        normal, steps=steps, batch_size=32, seed=seed % 2**31)
+
+
+@pytest.mark.parametrize("kind", ["pca", "ae", "vae", "vqvae"])
+def test_every_score_is_what_its_docstring_says(kind, seed):
+    from sslfast.anomaly import scores_for
+    from sslfast.models.autoencoder_blocks import reconstruction_loss
+    normal = DIGITS[:150]
+    detector = _trained(kind, normal, seed)
+    x = DIGITS[200:230]
+    offered = scores_for(kind)
+    assert {"error", "relative_error", "latent_knn"} <= set(offered)
+    assert ("elbo" in offered) == (kind == "vae") and ("code_nll" in offered) == (kind == "vqvae")
+    model = detector.model
+    with torch.no_grad():  # each score recomputed by hand, in float64
+        rec = (model.reconstruct(x) if kind != "pca" else model.reconstruct(x)).double()
+        error = (rec - x.double()).square().flatten(1)
+        np.testing.assert_allclose(detector.score(x, score="relative_error"),
+                                   (error.sum(1) / x.double().square().flatten(1).sum(1)).numpy(), rtol=1e-5)
+        if kind == "pca":
+            codes, bank = ((t.flatten(1) - model.mean) @ model.components.t() for t in (x, normal))
+        elif kind == "vae":
+            codes, bank = model.encode(x)[0], model.encode(normal)[0]
+        elif kind == "vqvae":
+            codes, bank = model.encoder(x).flatten(1), model.encoder(normal).flatten(1)
+        else:
+            codes, bank = model.encode(x), model.encode(normal)
+        distances = ((codes.double()[:, None] - bank.double()[None]) ** 2).sum(-1).sqrt()  # (30, 150)
+        knn = distances.sort(1).values[:, :5].mean(1)
+        np.testing.assert_allclose(detector.score(x, score="latent_knn"), knn.numpy(), rtol=1e-4, atol=1e-6)
+        if kind == "vae":
+            mu, logvar = model.encode(x)
+            bound = reconstruction_loss(model.decoder(mu), x, model.config.loss, "sample") + \
+                0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1)
+            np.testing.assert_allclose(detector.score(x, score="elbo"), bound.double().numpy(), rtol=1e-5)
+        if kind == "vqvae":
+            train_codes = model.encode_indices(normal).reshape(len(normal), -1)  # (150, P)
+            test_codes = model.encode_indices(x).reshape(len(x), -1)
+            counts = np.ones((train_codes.shape[1], 16))
+            for row in train_codes.numpy():
+                counts[np.arange(len(row)), row] += 1
+            log_p = np.log(counts / counts.sum(1, keepdims=True))
+            want = -np.array([log_p[np.arange(len(row)), row].sum() for row in test_codes.numpy()])
+            np.testing.assert_allclose(detector.score(x, score="code_nll"), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["pca", "vae", "vqvae"])
+def test_every_score_tells_other_digits_from_zeros(kind, seed):
+    from sslfast.anomaly import scores_for
+    labels = torch.from_numpy(D.digits().labels)
+    zeros, others = DIGITS[labels == 0], DIGITS[labels != 0][:60]
+    detector = _trained(kind, zeros[:140], seed, steps=150)
+    x = torch.cat([zeros[140:], others])
+    y = np.r_[np.zeros(len(zeros) - 140), np.ones(len(others))]
+    for score in scores_for(kind):  # one-class on 8×8 digits: every score well above chance (0.80–1.0 seen)
+        assert detector.evaluate(x, y, score=score)["auroc"] > 0.7, score
+
+
+def test_score_choice_errors():
+    with pytest.raises(ValueError, match="needs a vae model"):
+        ReconstructionDetector("ae", input_shape=(1, 8, 8), score="elbo")
+    with pytest.raises(ValueError, match="needs a vqvae model"):
+        ReconstructionDetector("pca", input_shape=(1, 8, 8)).fit(DIGITS[:50]).score(DIGITS[:3], score="code_nll")
+    with pytest.raises(ValueError, match="score must be one of"):
+        ReconstructionDetector("pca", input_shape=(1, 8, 8), score="likelihood")
+    with pytest.raises(ValueError, match="knn"):
+        ReconstructionDetector("pca", knn=0)
+    detector = ReconstructionDetector("pca", input_shape=(1, 8, 8), latent_dim=4, score="latent_knn")
+    detector.fit(DIGITS[:100])
+    threshold = detector.calibrate(DIGITS[100:200], target_fpr=0.1)  # calibrates the detector's own score
+    assert threshold == pytest.approx(np.quantile(detector.score(DIGITS[100:200], score="latent_knn"), 0.9))
+    assert "precision" not in detector.evaluate(DIGITS[:20], [0] * 10 + [1] * 10, score="error")
+
+
 def test_vector_quantize_is_a_drop_in_for_vector_quantize_pytorch(seed):
     vqp = pytest.importorskip("vector_quantize_pytorch")
     from sslfast.nn import VectorQuantize

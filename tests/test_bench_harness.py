@@ -231,3 +231,39 @@ def test_a_pretrain_finetune_report_renders_its_gap_and_curves():
             json.dump(report, f)
         filled = fill_tables("x\n<!-- bench-table: r.json -->\nold\n<!-- /bench-table -->\n", folder)
     assert "old" not in filled and "+0.100" in filled
+
+
+def test_anomaly_and_fewshot_reports_render_their_tables(tmp_path):
+    import json
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from anomaly_real import summarize
+
+    from sslfast.bench.results import anomaly_markdown, fewshot_markdown, fill_tables
+    runs = [{"protocol": "one-class", "class": c, "model": m, "seed": s,
+             "auroc": {"error": base + 0.01 * c + 0.02 * s, "latent_knn": 0.5}}
+            for c in range(2) for m, base, seeds in (("pca", 0.9, 1), ("ae", 0.8, 2)) for s in range(seeds)]
+    summary = summarize(runs)
+    # per seed the mean over classes (ae: 0.805 and 0.825), then mean ± std over seeds
+    assert summary["one-class"]["ae"]["error"]["mean"] == pytest.approx(0.815)
+    assert summary["one-class"]["ae"]["error"]["std"] == pytest.approx(0.02 / 2 ** 0.5)
+    assert summary["one-class"]["pca"]["error"]["per_class"] == {"0": 0.9, "1": 0.91}
+    report = {"kind": "anomaly-detection", "data": "digits", "machine": "a test machine", "runs": runs,
+              "summary": summary, "config": {"channels": [16, 32], "latent_dim": 16, "steps": 200, "batch": 64,
+                                             "seeds": 2, "classes": "0,1"}}
+    text = anomaly_markdown(report)
+    assert "| pca | 0.905 | 0.500 |" in text and "| ae | 0.815 ± 0.014 | 0.500 ± 0.000 |" in text
+    assert "over the 2 classes" in text
+    fewshot = {"kind": "fewshot-real", "machine": "m", "pretraining": {"step": 10, "tokens_seen": 2e6},
+               "config": {"shots": "0,4", "size": "mini", "batch": 8, "max_length": 128, "examples": 50, "draws": 5},
+               "results": {"rt-polarity": {"chance": 0.5, "majority": 0.52, "shots": {
+                   "0": {"accuracy": {"mean": 0.55, "std": 0.0}, "accuracy_calibrated": {"mean": 0.6, "std": 0.0},
+                         "draws": 1},
+                   "4": {"accuracy": {"mean": 0.57, "std": 0.01}, "accuracy_calibrated": {"mean": 0.61, "std": 0.02},
+                         "draws": 5}}}}}
+    assert "| rt-polarity | 0.500 | 0.520 | 0.550 | 0.600 | 0.570 ± 0.010 | 0.610 ± 0.020 |" in fewshot_markdown(fewshot)
+    for name, data in (("a.json", report), ("f.json", fewshot)):
+        (tmp_path / name).write_text(json.dumps(data))
+    filled = fill_tables("<!-- bench-table: a.json -->\nold\n<!-- /bench-table -->\n"
+                         "<!-- bench-table: f.json -->\nold\n<!-- /bench-table -->\n", str(tmp_path))
+    assert "old" not in filled and "| ae | 0.815" in filled and "0.570 ± 0.010" in filled

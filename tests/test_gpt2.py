@@ -400,6 +400,32 @@ def test_fewshot_contextual_calibration_label_words_and_a_demonstration_pool(tmp
         fewshot.evaluate(model, tokenizer, test, k=len(pool) + 1, pool=pool)
 
 
+def test_fewshot_truncation_keeps_the_end_of_a_long_prompt(seed):
+    from sslfast.data import default_corpus, train_tokenizer
+    from sslfast.models import fewshot
+    tokenizer = train_tokenizer(default_corpus()[:80], "bpe", vocab_size=400)
+    model = models.GPT2LMHeadModel(models.GPT2Config(vocab_size=tokenizer.get_vocab_size(), n_positions=32,
+                                                     n_embd=32, n_layer=2, n_head=4, **NO_DROPOUT)).eval()
+    words = " ".join(w for doc in default_corpus()[:3] for sentence in doc for w in sentence.split())
+    prompt, choices = words[:400], ["yes", "no answer here"]
+    assert len(tokenizer.encode(prompt).ids) > 40
+    with pytest.raises(ValueError, match="beyond n_positions=32.*truncate=True"):
+        fewshot.score_choices(model, tokenizer, [prompt], [choices])
+    total, _ = fewshot.score_choices(model, tokenizer, [prompt], [choices], truncate=True)
+    p = tokenizer.encode(prompt).ids
+    longest = max(len(tokenizer.encode(" " + option).ids) for option in choices)
+    assert longest > 1
+    kept = p[len(p) + longest - 32:]  # by hand: one context for every candidate, as long as the longest allows
+    for j, option in enumerate(choices):
+        c = tokenizer.encode(" " + option).ids
+        logits = model(input_ids=torch.tensor([kept + c])).logits[0].float()
+        want = torch.log_softmax(logits[len(kept) - 1:-1], -1).gather(1, torch.tensor(c)[:, None]).sum()
+        assert total[0, j].item() == pytest.approx(want.item(), abs=1e-4)
+    examples = [{"query": prompt, "choices": choices, "answer": 0}, {"query": "short", "choices": choices, "answer": 1}]
+    result = fewshot.evaluate(model, tokenizer, examples, k=0, truncate=True)
+    assert result["truncated"] == 1 and len(result["predictions"]) == 2
+
+
 def test_patch_gives_transformers_gpt2_sslfast_attention_and_the_fused_loss(monkeypatch, seed):
     import sslfast
     import sslfast.models.patch as patch_module

@@ -27,7 +27,7 @@ def _is_bench_run(data) -> bool:
 
 
 def _is_finetune_report(data) -> bool:
-    return isinstance(data, dict) and {"config", "machine", "runs", "summary"} <= set(data)
+    return isinstance(data, dict) and "kind" not in data and {"config", "machine", "runs", "summary"} <= set(data)
 
 
 def finetune_markdown(report: dict) -> str:
@@ -74,6 +74,83 @@ def finetune_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _is_anomaly_report(data) -> bool:
+    return isinstance(data, dict) and data.get("kind") == "anomaly-detection" and "summary" in data
+
+
+_SCORE_NAMES = {"error": "error", "relative_error": "relative error", "elbo": "−ELBO", "latent_knn": "latent k-NN",
+                "code_nll": "code NLL"}
+
+
+def anomaly_markdown(report: dict) -> str:
+    """The table of a ``benchmarks/anomaly_real.py`` report: mean AUROC over classes (± std over seeds) per
+    model and score, both protocols, PCA first; then the budget, the data and the machine."""
+    cfg = report["config"]
+    summary = report["summary"]
+    protocols = [p for p in ("one-class", "leave-one-class-out") if p in summary]
+    models = sorted({m for p in protocols for m in summary[p]}, key=lambda m: (m not in ("pca", "pixels"), m))
+    scores = [s for s in _SCORE_NAMES if any(s in summary[p].get(m, {}) for p in protocols for m in models)]
+    classes = len([c for c in str(cfg.get("classes") or "0,1,2,3,4,5,6,7,8,9").split(",") if c])
+    codebook = report.get("vqvae_codebook")
+    vq = (f" (VQ-VAE: {codebook['num_codes']} codes at each of {codebook['positions_per_image']} positions)"
+          if codebook else "")
+    lines = [f"Data: {report['data']}. Models: conv, channels {tuple(cfg['channels'])}, latent {cfg['latent_dim']}"
+             f"{vq}, {cfg['steps']} steps × {cfg['batch']}, BCE loss; PCA with {cfg['latent_dim']} components; "
+             f"`pixels`: k-NN on the raw pixels. Mean AUROC over the {classes} classes, ± std over seeds (models: "
+             f"{cfg['seeds']} seeds; PCA and pixels are deterministic). Machine: {report['machine']}."]
+    for p in protocols:
+        lines += ["", f"**{p}**", "", "| model | " + " | ".join(_SCORE_NAMES[s] for s in scores) + " |",
+                  "|---|" + "---|" * len(scores)]
+        for m in models:
+            cells = []
+            for s in scores:
+                v = summary[p].get(m, {}).get(s)
+                cells.append("–" if v is None else f"{v['mean']:.3f} ± {v['std']:.3f}" if v["seeds"] > 1
+                             else f"{v['mean']:.3f}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    codebook = report.get("vqvae_codebook")
+    if codebook:
+        lines += ["", f"VQ-VAE codebook on the test images (trained on every class): perplexity "
+                  f"{codebook['perplexity']:.1f} of {codebook['num_codes']} codes, {codebook['codes_used']:.0%} used."]
+    return "\n".join(lines) + "\n"
+
+
+def _is_fewshot_report(data) -> bool:
+    return isinstance(data, dict) and data.get("kind") == "fewshot-real" and "results" in data
+
+
+def fewshot_markdown(report: dict) -> str:
+    """The table of a ``benchmarks/fewshot_real.py`` report: per task, chance, majority, k-shot accuracy raw and
+    calibrated (mean ± std over draws of demonstrations), and a fine-tuned BERT-mini where one was measured."""
+    cfg = report["config"]
+    pre = report.get("pretraining", {})
+    shots = [int(k) for k in str(cfg["shots"]).split(",")]
+    lines = [f"Model: GPT-2-{cfg['size']} pretrained (causal LM) on `--data news` for {pre.get('step')} steps × "
+             f"{cfg['batch']} × ≤{cfg['max_length']} tokens = {(pre.get('tokens_seen') or 0) / 1e6:.2f} M tokens"
+             + (f" in {pre['wall_seconds'] / 60:.1f} min" if pre.get("wall_seconds") else "")
+             + (f", eval perplexity {pre['eval_perplexity']:.0f}" if pre.get("eval_perplexity") else "")
+             + f". {cfg['examples']} test examples per task; k demonstrations drawn from the training split, "
+             f"{cfg['draws']} draws (mean ± std); calibrated = contextual calibration with \"N/A\". "
+             f"Machine: {report['machine']}.", "",
+             "| task | chance | majority | " + " | ".join(f"{k}-shot raw | {k}-shot calibrated" for k in shots) + " |",
+             "|---|---|---|" + "---|---|" * len(shots)]
+    for name, r in report["results"].items():
+        cells = []
+        for k in shots:
+            row = r["shots"][str(k)]
+            for key in ("accuracy", "accuracy_calibrated"):
+                v = row[key]
+                cells.append(f"{v['mean']:.3f} ± {v['std']:.3f}" if row.get("draws", 1) > 1 else f"{v['mean']:.3f}")
+        lines.append(f"| {name} | {r['chance']:.3f} | {r['majority']:.3f} | " + " | ".join(cells) + " |")
+    fine = report.get("finetuned_bert")
+    if fine and fine.get("scores"):
+        lines += ["", f"For comparison, BERT-mini fine-tuned on ≤{fine['labels']} labelled examples of the same "
+                  f"tasks (`{os.path.basename(fine['source'])}`, test accuracy): " + "; ".join(
+                      f"{t} {v['pretrained']['mean']:.3f} pretrained, {v['scratch']['mean']:.3f} from scratch"
+                      for t, v in fine["scores"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def build(results_dir: str) -> str:
     parts = [HEADER]
     files = sorted(glob.glob(os.path.join(results_dir, "*.json")))
@@ -105,8 +182,12 @@ def fill_tables(text: str, results_dir: str, shown_dir: str = "benchmarks/result
         source = f"Results file: `{shown_dir}/{match.group('name')}`.\n\n"
         if _is_finetune_report(data):
             return match.group(1) + source + finetune_markdown(data) + match.group(4)
+        if _is_fewshot_report(data):
+            return match.group(1) + source + fewshot_markdown(data) + match.group(4)
+        if _is_anomaly_report(data):
+            return match.group(1) + source + anomaly_markdown(data) + match.group(4)
         if not _is_bench_run(data):
-            raise ValueError(f"{path} is neither a bench results file nor a pretrain-finetune report")
+            raise ValueError(f"{path} is neither a bench results file nor a pretrain-finetune or anomaly report")
         return match.group(1) + source + to_markdown(data["records"], data["environment"]) + match.group(4)
     return _BLOCK.sub(table, text)
 

@@ -47,26 +47,37 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 @torch.no_grad()
 def score_choices(model, tokenizer, prompts: Sequence[str], choices: Sequence[Sequence[str]],
-                  template: Optional[FewShotTemplate] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  template: Optional[FewShotTemplate] = None, truncate: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-likelihood of each candidate continuation given its prompt: (sum over its tokens, mean per token),
     each (num_prompts, max_choices) fp32 (-inf where a prompt has fewer candidates). The prompt's tokens and
-    the candidate's are encoded separately, so a candidate is scored on exactly its own tokens."""
+    the candidate's are encoded separately, so a candidate is scored on exactly its own tokens. A prompt +
+    candidate longer than the model's ``n_positions`` is an error, or with ``truncate`` loses the prompt's first
+    tokens (as evaluation harnesses do: the query and the last demonstrations are kept), the same for every
+    candidate of the prompt (as many as the longest candidate needs)."""
     template = template or FewShotTemplate()
+    limit = getattr(model.config, "n_positions", None)
     sequences, spans = [], []  # token lists; (row, choice, prompt length, candidate length)
     for row, (prompt, options) in enumerate(zip(prompts, choices)):
         prompt_ids = _encode(tokenizer, prompt)
         if not prompt_ids:
             raise ValueError(f"prompt {row} encodes to no token")
-        for j, option in enumerate(options):
-            option_ids = _encode(tokenizer, template.answer_prefix + option)
-            if not option_ids:
+        option_ids = [_encode(tokenizer, template.answer_prefix + option) for option in options]
+        for option, ids in zip(options, option_ids):
+            if not ids:
                 raise ValueError(f"candidate {option!r} of prompt {row} encodes to no token")
-            sequences.append(prompt_ids + option_ids)
-            spans.append((row, j, len(prompt_ids), len(option_ids)))
+        kept = prompt_ids  # truncated once, by the longest candidate: every candidate sees the same context
+        longest = max(map(len, option_ids), default=0)
+        if truncate and limit is not None and len(prompt_ids) + longest > limit:
+            if longest >= limit:
+                raise ValueError(f"a candidate of prompt {row} alone has {longest} tokens, n_positions={limit}")
+            kept = prompt_ids[len(prompt_ids) + longest - limit:]
+        for j, ids in enumerate(option_ids):
+            sequences.append(kept + ids)
+            spans.append((row, j, len(kept), len(ids)))
     device = next(model.parameters()).device
-    limit = getattr(model.config, "n_positions", None)
     if limit is not None and max(len(s) for s in sequences) > limit:
-        raise ValueError(f"a prompt + candidate has {max(len(s) for s in sequences)} tokens, beyond n_positions={limit}")
+        raise ValueError(f"a prompt + candidate has {max(len(s) for s in sequences)} tokens, beyond n_positions={limit} "
+                         "(truncate=True drops the prompt's first tokens)")
     ids = torch.tensor([t for s in sequences for t in s], device=device)
     lengths = torch.tensor([len(s) for s in sequences], device=device)
     cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
@@ -91,7 +102,7 @@ def score_choices(model, tokenizer, prompts: Sequence[str], choices: Sequence[Se
 
 def evaluate(model, tokenizer, examples: Sequence[dict], *, k: int = 0, template: Optional[FewShotTemplate] = None,
              seed: int = 0, batch_size: int = 8, pool: Optional[Sequence[dict]] = None, calibrate: bool = False,
-             content_free: str = "N/A") -> dict:
+             content_free: str = "N/A", truncate: bool = False) -> dict:
     """k-shot multiple-choice accuracy. ``examples``: dicts with ``query``, ``choices`` (strings) and ``answer``
     (the index of the right choice). Each query's k demonstrations are drawn with ``seed`` from ``pool`` (e.g.
     the training split) or, without one, from the other examples, and shown with their right answer. Returns
@@ -99,7 +110,8 @@ def evaluate(model, tokenizer, examples: Sequence[dict], *, k: int = 0, template
     ``chance`` (the expected accuracy of guessing), ``majority`` (always answering the most frequent answer
     index) and the predictions. With ``calibrate``, also ``accuracy_calibrated``: contextual calibration (Zhao
     et al., 2021) — each candidate's probability, normalised over the candidates, divided by its probability
-    after the same demonstrations with the ``content_free`` input instead of the query."""
+    after the same demonstrations with the ``content_free`` input instead of the query. ``truncate``: prompts
+    longer than the model's context lose their first tokens (``truncated`` counts them) instead of raising."""
     if not examples:
         raise ValueError("evaluate: no examples")
     source = examples if pool is None else pool
@@ -124,11 +136,13 @@ def evaluate(model, tokenizer, examples: Sequence[dict], *, k: int = 0, template
         for start in range(0, len(examples), batch_size):
             chunk = examples[start:start + batch_size]
             options = [ex["choices"] for ex in chunk]
-            total, mean = score_choices(model, tokenizer, prompts[start:start + batch_size], options, template)
+            total, mean = score_choices(model, tokenizer, prompts[start:start + batch_size], options, template,
+                                        truncate)
             picked += total.argmax(1).tolist()
             picked_norm += mean.argmax(1).tolist()
             if calibrate:
-                free, _ = score_choices(model, tokenizer, free_prompts[start:start + batch_size], options, template)
+                free, _ = score_choices(model, tokenizer, free_prompts[start:start + batch_size], options, template,
+                                        truncate)
                 # log p(y | x) - log p(y | content-free), each normalised over the candidates
                 calibrated = torch.log_softmax(total, 1) - torch.log_softmax(free, 1)
                 picked_cal += calibrated.nan_to_num(float("-inf")).argmax(1).tolist()
@@ -139,7 +153,11 @@ def evaluate(model, tokenizer, examples: Sequence[dict], *, k: int = 0, template
 
     def accuracy(predictions):
         return sum(p == a for p, a in zip(predictions, answers)) / len(examples)
-    out = {"k": k, "examples": len(examples), "accuracy": accuracy(picked),
+    limit = getattr(model.config, "n_positions", None)
+    truncated = 0 if limit is None else sum(
+        len(_encode(tokenizer, p)) + max(len(_encode(tokenizer, template.answer_prefix + c)) for c in ex["choices"])
+        > limit for p, ex in zip(prompts, examples))
+    out = {"k": k, "examples": len(examples), "truncated": truncated, "accuracy": accuracy(picked),
            "accuracy_normalized": accuracy(picked_norm),
            "chance": sum(1 / len(ex["choices"]) for ex in examples) / len(examples),
            "majority": answers.count(most) / len(answers),
