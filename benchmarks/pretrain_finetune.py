@@ -37,7 +37,8 @@ from sslfast.train.finetune import FinetuneConfig, finetune  # noqa: E402
 def _finetune(model, task, seed, labels, args, **extra):
     config = FinetuneConfig(model=model, task=task, seed=seed, out=None, progress=False, plot=False,
                             max_train_examples=labels, epochs=args.epochs, lr=args.lr, max_length=args.ft_max_length,
-                            global_batch_size=args.ft_batch, **extra)
+                            global_batch_size=args.ft_batch, device=args.device, precision=args.precision,
+                            max_eval_examples=args.max_eval_examples or None, **extra)
     result = finetune(config)
     return {k: result[k] for k in ("task", "metric", "seed", "train_examples", "steps", "best_step", "validation",
                                    "test", "train_seconds", "seconds_per_step")}
@@ -50,7 +51,7 @@ def pretrain_news(args, out_dir):
                         "max_steps": args.pretrain_steps, "global_batch_size": args.batch, "max_length": args.max_length,
                         "lr": args.pretrain_lr, "warmup": 0.06, "eval_every": args.checkpoint_every,
                         "save_every": args.checkpoint_every, "keep_checkpoints": 100, "out": out_dir,
-                        "overwrite": True, "progress": True})
+                        "overwrite": True, "progress": True, "device": args.device, "precision": args.precision})
     summary["wall_seconds"] = time.perf_counter() - start
     return summary
 
@@ -183,6 +184,8 @@ def main(argv=None):
     p.add_argument("--tasks", default="rt-polarity,trec-6,sms-spam,movie-sentiment,dialog-reply,trec-50")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--labels", type=int, default=1000, help="training examples per task (all: 0)")
+    p.add_argument("--max-eval-examples", type=int, default=2000,
+                   help="validation and test examples scored per task (0: all; only dialog-reply has more)")
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--ft-batch", type=int, default=32)
@@ -192,7 +195,10 @@ def main(argv=None):
     p.add_argument("--curve-seeds", type=int, default=2)
     p.add_argument("--tokens-curve-seeds", type=int, default=2)
     p.add_argument("--timing-steps", type=int, default=30)
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--resume", action="store_true", help="keep the fine-tuning runs already in --out")
+    p.add_argument("--no-plot", action="store_true", help="no .png beside --out")
     p.add_argument("--skip-pretrain", action="store_true", help="reuse --work's pretraining run")
     p.add_argument("--pretrain-wall-seconds", type=float, help="with --skip-pretrain: how long that run took")
     args = p.parse_args(argv)
@@ -201,7 +207,7 @@ def main(argv=None):
     run_dir = os.path.join(args.work, "pretrain-news")
     labels = args.labels or None
     from sslfast.bench.environment import environment, machine_summary
-    env = environment("cpu", ["python", "benchmarks/pretrain_finetune.py", *(argv if argv is not None else sys.argv[1:])])
+    env = environment(args.device, ["python", "benchmarks/pretrain_finetune.py", *(argv if argv is not None else sys.argv[1:])])
     report = {"config": vars(args), "machine": machine_summary(env), "environment": env,
               "started": time.strftime("%Y-%m-%d %H:%M")}
     if not args.skip_pretrain:
@@ -222,8 +228,16 @@ def main(argv=None):
 
     runs = []
     done = {}
-    if args.resume and os.path.isfile(args.out):  # keep the fine-tuning runs a cut-short run already wrote
-        for run in json.load(open(args.out)).get("runs", []):
+    previous = {}
+    if args.resume and os.path.isfile(args.out):  # keep the runs and curves an earlier or cut-short run wrote
+        previous = json.load(open(args.out))
+        recipe = ("labels", "epochs", "lr", "ft_batch", "ft_max_length", "pretrain_steps", "batch", "max_length",
+                  "pretrain_lr", "device", "precision")
+        changed = [k for k in recipe if k in previous.get("config", {}) and previous["config"][k] != vars(args)[k]]
+        if changed or not args.skip_pretrain:
+            raise SystemExit(f"--resume keeps {args.out}'s runs only for the same pretraining run (--skip-pretrain) "
+                             f"and recipe; changed: {changed or 'the pretraining run (no --skip-pretrain)'}")
+        for run in previous.get("runs", []):
             done[(run["task"], run["seed"], run["weights"])] = run
     for task in [t for t in args.tasks.split(",") if t]:
         for seed in range(args.seeds):
@@ -235,11 +249,17 @@ def main(argv=None):
                 run["weights"] = weights
                 runs.append(run)
                 print(f"{task} seed {seed} {weights}: test {run['metric']} {run['test'][run['metric']]:.3f}", flush=True)
+                report["runs"], report["summary"] = runs, summarize(runs)
+                save()  # after every run: a cut-short run resumes from here
         report["runs"], report["summary"] = runs, summarize(runs)
         save()
     curve = {}
     for n in [int(x) for x in args.curve_labels.split(",") if x] + ([labels] if labels else []):
         scores = {"pretrained": [], "scratch": []}
+        kept = previous.get("labels_curve", {}).get(str(n))
+        if kept and n != labels and all(kept[w]["n"] == args.curve_seeds for w in scores):
+            curve[str(n)] = kept  # resumed: the same label count at the same seeds
+            continue
         if n == labels:  # already run above
             for r in runs:
                 if r["task"] == args.curve_task and r["seed"] < args.curve_seeds:
@@ -256,7 +276,11 @@ def main(argv=None):
     tokens_curve = []
     pretraining_log = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     tokens_at = {r["step"]: r["tokens_seen"] for r in pretraining_log if "tokens_seen" in r}
-    for step, model_dir in checkpoint_models(run_dir):
+    kept_tokens = {point["step"]: point for point in previous.get("tokens_curve", [])}
+    for step, model_dir in (checkpoint_models(run_dir) if args.tokens_curve_seeds else []):
+        if step in kept_tokens:  # resumed
+            tokens_curve.append(kept_tokens[step])
+            continue
         values = [_finetune(model_dir, args.curve_task, seed, labels, args)["test"]
                   for seed in range(args.tokens_curve_seeds)]
         metric = next(r["metric"] for r in runs if r["task"] == args.curve_task) if runs else "accuracy"
@@ -265,11 +289,14 @@ def main(argv=None):
                              "std": statistics.stdev(scores) if len(scores) > 1 else 0.0})
         report["tokens_curve"] = tokens_curve
         save()
-    if args.timing_steps:
+    if args.timing_steps and previous.get("trainer_comparison", {}).get("steps") == args.timing_steps:
+        report["trainer_comparison"] = previous["trainer_comparison"]  # resumed
+    elif args.timing_steps:
         report["trainer_comparison"] = trainer_comparison(final, args.curve_task, args)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M")
     save()
-    plot(report, os.path.splitext(args.out)[0] + ".png")
+    if not args.no_plot:
+        plot(report, os.path.splitext(args.out)[0] + ".png")
     print(results_table({"runs": runs, "summary": report["summary"]}))
 
 

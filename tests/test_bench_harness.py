@@ -267,3 +267,20 @@ def test_anomaly_and_fewshot_reports_render_their_tables(tmp_path):
     filled = fill_tables("<!-- bench-table: a.json -->\nold\n<!-- /bench-table -->\n"
                          "<!-- bench-table: f.json -->\nold\n<!-- /bench-table -->\n", str(tmp_path))
     assert "old" not in filled and "| ae | 0.815" in filled and "0.570 ± 0.010" in filled
+
+
+@pytest.mark.parametrize("op", ["fewshot", "vqvae"])
+def test_new_rows_are_judged_correct_and_a_wrong_result_is_caught(op):
+    from sslfast.bench.registry import collect_cases, unavailable_reason
+    if unavailable_reason(op):
+        pytest.skip(unavailable_reason(op))
+    cases = collect_cases([op], quick=True, device="cpu")
+    assert len(cases) >= 2
+    for case in cases:
+        inputs = case.make_inputs()
+        base, ours = case.baseline(*inputs), case.candidate(*inputs)
+        assert case.judge(inputs, base, ours)["correct"], case.key
+        wrong = ours + 0.01 if op == "vqvae" else ours.clone().index_put_((torch.tensor(0), torch.tensor(0)),
+                                                                         ours[0, 0] + 0.01)
+        verdict = case.judge(inputs, base, wrong)
+        assert not verdict["correct"] and verdict["why"], case.key

@@ -171,3 +171,31 @@ def test_clear_errors(tmp_path, sentiment_csv, capsys):
     task["train"].labels[0] = 7  # a label the head does not have
     with pytest.raises(Exception, match="outside the head"):
         finetune(_config("scratch:tiny", "given", None), data=task)
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_equal_one_process_accumulating(tmp_path, sentiment_csv, checkpoint):
+    """Dropout off, no clipping: 2 gloo processes with one micro-batch each == 1 process accumulating both."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+    args = ["finetune", "--model", checkpoint[0], "--task", sentiment_csv, "--text-column", "sentence",
+            "--max-length", "32", "--global-batch-size", "16", "--micro-batch-size", "8", "--max-steps", "4",
+            "--dropout", "0", "--max-grad-norm", "0", "--eval-every", "2", "--save-every", "2", "--lr", "2e-3",
+            "--no-progress", "--no-plot", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torchrun's default per process: the same BLAS blocking
+    runs = {}
+    for name, launcher in (("one", [sys.executable, "-m", "sslfast"]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                    "--nproc_per_node=2", "-m", "sslfast"])):
+        out = str(tmp_path / name)
+        proc = subprocess.run(launcher + args + ["--out", out], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        log = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+        runs[name] = ([r["loss"] for r in log if "loss" in r], [r["eval_accuracy"] for r in log if "eval_accuracy" in r],
+                      load_file(os.path.join(out, "final", "model.safetensors")))
+    (la, ea, wa), (lb, eb, wb) = runs["one"], runs["two"]
+    assert len(la) == 4 and len(ea) == 2
+    assert max(abs(a - b) for a, b in zip(la, lb)) < 1e-6 and ea == eb, (la, lb, ea, eb)
+    assert wa.keys() == wb.keys() and max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-6

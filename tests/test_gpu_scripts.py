@@ -8,12 +8,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "gpu_check.sh")
 
 
-def test_stage_limits_and_kill_grace_fit_in_nine_minutes():
+def test_stage_limits_and_kill_grace_fit_in_one_device_call():
     text = open(SCRIPT).read()
     limits = [int(n) for n in re.findall(r"run_stage \w+ (\d+) ", text)]
     grace = int(re.search(r"--kill-after=(\d+)", text).group(1))
-    assert len(limits) == 6, limits  # env selftest tests bench tune sanitizer
-    assert sum(limits) + grace * len(limits) <= 540
+    assert len(limits) == 7, limits  # env selftest tests bench tune sanitizer finetune
+    assert sum(limits) + grace * len(limits) <= 585  # a device command may run 600 s
+
+
+def test_at_most_eight_result_files():  # what a device run brings back
+    text = open(SCRIPT).read()
+    names = set(re.findall(r"\$DEST/([\w.\-]+)", text))
+    assert len(names) <= 8, sorted(names)
+    finetune = text[text.index("run_stage finetune"):]
+    assert "--no-plot" in finetune[:finetune.index(";;")]  # the script's JSON only, no .png beside it
 
 
 def _run_with_stub_python(tmp_path, exit_code):

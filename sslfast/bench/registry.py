@@ -19,6 +19,7 @@ OPS = {
     "peft": "peft",
     "pretrain": "pretrain",
     "sentence_transformers": "sentence_transformers",
+    "fewshot": "fewshot",
 }
 
 

@@ -76,6 +76,12 @@ def to_markdown(records, environment: dict | None = None) -> str:
         lines.append(f"- {r['op']}/{r['case']}: sslfast takes {r['bound_ratio']:.2f}× and the baseline "
                      f"{r['baseline_bound_ratio']:.2f}× the time of {r['probe']} ({r['probe_ms']:.2f} ms per step, "
                      f"same run)")
+    counted = [r for r in records if r.get("items") and r.get("sslfast_items_per_s")]
+    if counted and not bounded:
+        lines.append("")
+    for r in counted:
+        lines.append(f"- {r['op']}/{r['case']}: sslfast {r['sslfast_items_per_s']:.0f} {r['items']}/s, the baseline "
+                     f"{r['baseline_items_per_s']:.0f} {r['items']}/s")
     return "\n".join(lines) + "\n"
 
 

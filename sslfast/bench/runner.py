@@ -31,6 +31,11 @@ def run_case(case: Case, *, device: str, quick: bool, repeats: int, warmup: int,
         name, _, calls = probe
         record.update(probe=name, probe_ms=times["probe"], bound_ratio=times["sslfast"] / (calls * times["probe"]),
                       baseline_bound_ratio=times["baseline"] / (calls * times["probe"]))
+    items = case.extra.get("items")  # (name, count): throughput, e.g. candidates scored per second
+    if items is not None:
+        name, count = items
+        record.update(items=name, baseline_items_per_s=count / times["baseline"] * 1e3,
+                      sslfast_items_per_s=count / times["sslfast"] * 1e3)
     if case.flops is not None and device == "cuda":
         record["baseline_tflops"] = case.flops / times["baseline"] / 1e9
         record["sslfast_tflops"] = case.flops / times["sslfast"] / 1e9

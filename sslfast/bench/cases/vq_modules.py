@@ -4,8 +4,9 @@
 
 - ``vq_module``: one training step (forward, EMA codebook update, backward of the commitment loss plus a
   downstream term) at N=65536, K=8192, D=64 and at a VQ-VAE-sized N=8192 (32 images × 16×16 codes), K=512, D=64;
-  both start from the same codebook (decay 0.99, commitment 0.25, no k-means, no dead-code restart), so their
-  first indices agree. Needs the optional extra ``vector-quantize-pytorch``.
+  both start from the same codebook (decay 0.99, commitment 0.25, no k-means, no dead-code restart, the
+  straight-through estimator: vector-quantize-pytorch's rotation trick, its default, off), so their first
+  indices agree. Needs the optional extra ``vector-quantize-pytorch``.
 - ``vqvae``: ``sslfast.models.VQVAE`` training step (forward, backward, Adam) on a digits batch (8×8) and a
   32×32 batch; the baseline is the same model and weights with the quantizer's lookup done by ``cdist``.
 """
@@ -48,6 +49,27 @@ class _CdistQuantizer(torch.nn.Module):
         return quantized.reshape(x.shape), indices.reshape(x.shape[:-1]), loss
 
 
+class _VQPQuantizer(torch.nn.Module):
+    """vector-quantize-pytorch's ``VectorQuantize`` behind the VQ-VAE's quantizer interface: (N, *grid, D)
+    vectors in, (quantized, indices, loss) out; its codebook starts as the replaced quantizer's."""
+
+    def __init__(self, inner):
+        super().__init__()
+        import vector_quantize_pytorch as vqp
+        k, d = inner.codebook.shape
+        self.vq = vqp.VectorQuantize(dim=d, codebook_size=k, decay=inner.decay, commitment_weight=inner.commitment_weight,
+                                     kmeans_init=False, threshold_ema_dead_code=0,
+                                     rotation_trick=False)
+        with torch.no_grad():
+            self.vq._codebook.embed.copy_(inner.codebook.detach().reshape(self.vq._codebook.embed.shape))
+            self.vq._codebook.embed_avg.copy_(inner.codebook.detach().reshape(self.vq._codebook.embed_avg.shape))
+
+    def forward(self, x):
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (N, positions, D)
+        quantized, indices, loss = self.vq(flat)
+        return quantized.reshape(x.shape), indices.reshape(x.shape[:-1]), loss.sum()
+
+
 def _vq_module_cases(quick, device):
     import vector_quantize_pytorch as vqp
 
@@ -56,7 +78,7 @@ def _vq_module_cases(quick, device):
     out = []
     for n, k, d in shapes:
         theirs = vqp.VectorQuantize(dim=d, codebook_size=k, decay=0.99, commitment_weight=0.25, kmeans_init=False,
-                                    threshold_ema_dead_code=0).to(device).train()
+                                    threshold_ema_dead_code=0, rotation_trick=False).to(device).train()
         ours = VectorQuantizer(k, d, commitment_weight=0.25, decay=0.99).to(device).train()
         with torch.no_grad():
             start = theirs._codebook.embed.reshape(k, d).clone()
@@ -87,13 +109,21 @@ def _vq_module_cases(quick, device):
 def _vqvae_cases(quick, device):
     from sslfast.models import VQVAE
     out = []
-    for shape, batch in (((1, 8, 8), 256), ((3, 32, 32), 64)):
+    settings = [((1, 8, 8), 256, "cdist"), ((1, 28, 28), 64, "cdist"), ((3, 32, 32), 64, "cdist")]
+    if unavailable_reason("vq_module") is None:
+        settings.insert(2, ((1, 28, 28), 64, "vector-quantize-pytorch"))
+    for shape, batch, quantizer in settings:
         batch = batch // 4 if quick else batch
         torch.manual_seed(0)
         ours = VQVAE(input_shape=shape, num_codes=512, code_dim=64, kmeans_init=False,
                      dead_code_threshold=0.0).to(device).train()
         base = copy.deepcopy(ours)
-        base.quantizer = _CdistQuantizer(base.quantizer)
+        if quantizer == "cdist":
+            base.quantizer = _CdistQuantizer(base.quantizer)
+            baseline_name, vs = "same VQ-VAE, cdist+argmin quantizer", ""
+        else:
+            base.quantizer = _VQPQuantizer(ours.quantizer).to(device)
+            baseline_name, vs = "same VQ-VAE, vector-quantize-pytorch VectorQuantize", " vs vector-quantize-pytorch"
         opts = {id(m): torch.optim.Adam(m.parameters(), lr=1e-3) for m in (ours, base)}
 
         def make_inputs(shape=shape, batch=batch):
@@ -109,8 +139,8 @@ def _vqvae_cases(quick, device):
                 return loss.detach()
             return run
 
-        out.append(Case(op="vqvae", case=f"VQVAE train step {batch}×{'×'.join(map(str, shape))} K=512 D=64 fp32",
-                        dtype="fp32", baseline_name="same VQ-VAE, cdist+argmin quantizer", make_inputs=make_inputs,
+        out.append(Case(op="vqvae", case=f"VQVAE train step {batch}×{'×'.join(map(str, shape))} K=512 D=64 fp32{vs}",
+                        dtype="fp32", baseline_name=baseline_name, make_inputs=make_inputs,
                         baseline=step(base), candidate=step(ours),
                         reference=False,  # the EMA codebook statistics ops are fp32/16: no float64 twin
                         error=lambda a, b: abs(float(a) - float(b)), tolerance=1e-4))
