@@ -108,6 +108,16 @@ def anomaly_markdown(report: dict) -> str:
                 cells.append("–" if v is None else f"{v['mean']:.3f} ± {v['std']:.3f}" if v["seeds"] > 1
                              else f"{v['mean']:.3f}")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for p in protocols:  # per class: every model × score, the mean over seeds
+        per = [(m, sc, summary[p][m][sc]["per_class"]) for m in models for sc in scores if sc in summary[p].get(m, {})]
+        if not per:
+            continue
+        labels = list(per[0][2])
+        lines += ["", f"<details><summary>{p}: AUROC per class (mean over seeds)</summary>", "",
+                  "| model | score | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+        lines += [f"| {m} | {_SCORE_NAMES[sc]} | " + " | ".join(f"{row[c]:.3f}" for c in labels) + " |"
+                  for m, sc, row in per]
+        lines += ["", "</details>"]
     codebook = report.get("vqvae_codebook")
     if codebook:
         lines += ["", f"VQ-VAE codebook on the test images (trained on every class): perplexity "

@@ -43,9 +43,12 @@ def run_case(case: Case, *, device: str, quick: bool, repeats: int, warmup: int,
         if device == "cuda":
             base_mb = cuda_extra_peak_mb(case.baseline, inputs)
             ours_mb = cuda_extra_peak_mb(case.candidate, inputs)
-        else:
-            base_mb = cpu_extra_peak_mb(case.op, case.case, "baseline", quick)
-            ours_mb = cpu_extra_peak_mb(case.op, case.case, "sslfast", quick)
+        else:  # two subprocesses at once: each measures its own peak RSS, and nothing is timed meanwhile
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(2) as pool:
+                base, ours = (pool.submit(cpu_extra_peak_mb, case.op, case.case, impl, quick)
+                              for impl in ("baseline", "sslfast"))
+                base_mb, ours_mb = base.result(), ours.result()
         record.update(baseline_peak_mb=base_mb, sslfast_peak_mb=ours_mb,
                       memory_ratio=ours_mb / base_mb if base_mb > 0 else None)
     return record
