@@ -58,5 +58,6 @@ def fashion_mnist(split: str = "train", folder: Optional[str] = None) -> ImageDa
     raise DataUnavailableError(
         f"Fashion-MNIST's {split} files ({', '.join(_FASHION_FILES[split])}) are not in "
         f"{', '.join(filter(None, candidates))}: install the Debian package dataset-fashion-mnist "
-        f"(apt install dataset-fashion-mnist), or download the 4 idx .gz files from "
+        f"(apt install dataset-fashion-mnist; without root: apt-get download dataset-fashion-mnist && dpkg -x "
+        f"dataset-fashion-mnist_*.deb DIR, then DIR/usr/share/datasets/fashion-mnist), or download the 4 idx .gz files from "
         f"github.com/zalandoresearch/fashion-mnist into a folder and pass it (or set SSLFAST_FASHION_MNIST)")
