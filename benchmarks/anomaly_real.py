@@ -33,7 +33,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from sslfast.anomaly import ReconstructionDetector, scores_for  # noqa: E402
+from sslfast.anomaly import ReconstructionDetector, knn_distance, scores_for  # noqa: E402
 
 PROTOCOLS = ("one-class", "leave-one-class-out")
 
@@ -67,9 +67,8 @@ def load(args):
 
 def pixel_knn(normal: np.ndarray, x: np.ndarray, k: int = 5) -> np.ndarray:
     """The raw-pixel baseline of the latent scores: mean distance to the ``k`` nearest normal images (784-d)."""
-    a = torch.from_numpy(x.reshape(len(x), -1)).double()
-    b = torch.from_numpy(normal.reshape(len(normal), -1)).double()
-    return torch.cdist(a, b).topk(k, dim=1, largest=False).values.mean(1).numpy()
+    flat = lambda a: torch.from_numpy(a.reshape(len(a), -1))  # noqa: E731
+    return knn_distance(flat(x), flat(normal), k).numpy()
 
 
 def detector(kind, args):

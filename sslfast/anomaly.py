@@ -26,7 +26,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-__all__ = ["ReconstructionDetector", "PCAReconstruction", "MIN_CALIBRATION_SAMPLES", "SCORES", "scores_for"]
+__all__ = ["ReconstructionDetector", "PCAReconstruction", "MIN_CALIBRATION_SAMPLES", "SCORES", "scores_for",
+           "knn_distance"]
 
 MIN_CALIBRATION_SAMPLES = 10
 SCORES = ("error", "relative_error", "elbo", "latent_knn", "code_nll")
@@ -86,6 +87,12 @@ class PCAReconstruction(torch.nn.Module):
     def reconstruction_error(self, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         err = (self.reconstruct(x) - x).square().flatten(1)
         return err.mean(1) if reduction == "mean" else err.max(1).values
+
+
+def knn_distance(x: torch.Tensor, bank: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """(N,) float64 mean Euclidean distance from each row of ``x`` (N, D) to its ``k`` nearest rows of ``bank``."""
+    k = min(k, len(bank))
+    return torch.cdist(x.double(), bank.double()).topk(k, dim=1, largest=False).values.mean(1)
 
 
 def _kind_of(model) -> str:
@@ -216,16 +223,14 @@ class ReconstructionDetector:
 
     def _negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
         from sslfast.models.autoencoder_blocks import reconstruction_loss
+        from sslfast.models.vae import kl_to_standard_normal
         mu, logvar = self.model.encode(x)
         recon = reconstruction_loss(self.model.decoder(mu), x, self.model.config.loss, "sample")
-        kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1)
-        return recon + self.model.config.beta * kl
+        return recon + self.model.config.beta * kl_to_standard_normal(mu, logvar)
 
     def _latent_knn(self, x: torch.Tensor) -> torch.Tensor:
-        codes = self._latents(x).double()
-        bank = self._latent_bank.to(codes.device).double()
-        k = min(self.knn, len(bank))
-        return torch.cdist(codes, bank).topk(k, dim=1, largest=False).values.mean(1)
+        codes = self._latents(x)
+        return knn_distance(codes, self._latent_bank.to(codes.device), self.knn)
 
     def _code_nll(self, x: torch.Tensor) -> torch.Tensor:
         indices = self.model.encode_indices(x).long()  # (N, *code_shape)

@@ -14,7 +14,12 @@ from sslfast.models.autoencoder import AutoEncoderBase
 from sslfast.models.autoencoder_blocks import build_decoder, build_encoder, reconstruction_loss
 from sslfast.models.outputs import AutoEncoderOutput
 
-__all__ = ["VariationalAutoEncoder"]
+__all__ = ["VariationalAutoEncoder", "kl_to_standard_normal"]
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(N,) KL(N(mu, exp(logvar)) || N(0, I)) per sample."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1)
 
 
 class VariationalAutoEncoder(AutoEncoderBase):
@@ -54,7 +59,7 @@ class VariationalAutoEncoder(AutoEncoderBase):
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
         logits = self.decoder(z)
         recon = reconstruction_loss(logits, x if target is None else target, self.config.loss, "sample")  # (N,)
-        kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1)  # (N,)
+        kl = kl_to_standard_normal(mu, logvar)  # (N,)
         loss = (recon + self.config.beta * kl).mean()
         return self.output(AutoEncoderOutput, return_dict, loss=loss, reconstruction=self.to_output_space(logits),
                            latent=mu, reconstruction_loss=recon.mean().detach(), mu=mu, logvar=logvar,
