@@ -403,7 +403,11 @@ def test_two_processes_equal_one_process_accumulating(tmp_path, sharding):
     assert weight_gap < 1e-6, weight_gap
     la = [r["loss"] for r in metrics(one) if "loss" in r]
     lb = [r["loss"] for r in metrics(two) if "loss" in r]
-    assert len(la) == 4 and np.allclose(la, lb, rtol=0, atol=1e-6), (la, lb)
+    # FSDP reduce-scatters the gradients in another order than accumulation sums them: the weights, and so the
+    # fp32 losses, may differ in their last bits (2 ulps of a loss near 9.6 seen: 1.9e-6); DDP sums as accumulation
+    ulps = 1 if sharding == "ddp" else 8
+    assert len(la) == 4 and np.allclose(la, lb, rtol=0, atol=max(1e-6, ulps * float(np.spacing(np.float32(max(la)))))), \
+        (la, lb)
     ga = [r["grad_norm"] for r in metrics(one) if "grad_norm" in r]
     gb = [r["grad_norm"] for r in metrics(two) if "grad_norm" in r]
     # FSDP sums the squares of each rank's shard: fp32 norms of the (sharded) embedding gradient differ in the
