@@ -9,7 +9,7 @@ import glob
 import os
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 try:
     import torch  # noqa: F401  (a build requirement: fail with a clear message without it)
@@ -34,8 +34,7 @@ setup(
     version="0.1.0",
     description="Fused GPU/CPU kernels and drop-in fast models for self-supervised learning",
     python_requires=">=3.10",
-    packages=["sslfast", "sslfast.ops", "sslfast.nn", "sslfast.kernels", "sslfast.bench", "sslfast.bench.cases",
-              "sslfast.models", "sslfast.data", "sslfast.train", "sslfast.train.tasks"],
+    packages=find_packages(include=["sslfast", "sslfast.*"]) + ["sslfast.kernels"],
     package_dir={"sslfast": "sslfast", "sslfast.kernels": "kernels"},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

@@ -48,8 +48,8 @@ def main(argv=None) -> int:
     import sslfast.data as D
     import sslfast.plots as plots
     from sslfast.anomaly import ReconstructionDetector
-    from sslfast.models.denoising_autoencoder import corrupt
-    from sslfast.models.vqvae import code_usage
+    from sslfast.models.autoencoders.denoising import corrupt
+    from sslfast.models.autoencoders.vqvae import code_usage
     start = time.time()
     digits = D.digits()
     order = np.random.default_rng(0).permutation(len(digits))

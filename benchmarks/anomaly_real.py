@@ -103,7 +103,7 @@ def summarize(runs):
 
 def figures(args, report, x_train, y_train, x_test, y_test):
     from sslfast import plots
-    from sslfast.models.vqvae import code_usage
+    from sslfast.models.autoencoders.vqvae import code_usage
     os.makedirs(args.figures, exist_ok=True)
     written = {}
     plt = plots._pyplot()

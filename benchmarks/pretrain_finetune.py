@@ -58,10 +58,10 @@ def pretrain_news(args, out_dir):
 
 def checkpoint_models(run_dir):
     """(step, a folder transformers-format) for each checkpoint of the run, written from its state."""
-    from sslfast.models import BertConfig, BertForMaskedLM
-    from sslfast.models.hub import load_config
-    from sslfast.train import checkpoint as ckpt
     import sslfast.data as D
+    from sslfast.models import BertConfig, BertForMaskedLM
+    from sslfast.models._common.hub import load_config
+    from sslfast.train import checkpoint as ckpt
     final = os.path.join(run_dir, "final")
     config = load_config(final, BertConfig)
     tokenizer = D.load_tokenizer(final)
@@ -82,10 +82,9 @@ def trainer_comparison(model_dir, task_name, args):
     """Seconds per fine-tuning step: sslfast finetune against transformers' Trainer, same data and recipe."""
     import transformers
 
-    from sslfast.data.downstream import load_task
-    from sslfast.train.tasks.finetune import _Collate, _Examples
     import sslfast.data as D
-    from sslfast.train.tasks.finetune import FinetuneTask
+    from sslfast.data.downstream import load_task
+    from sslfast.train.tasks.finetune import FinetuneTask, _Collate, _Examples
     from sslfast.train.trainer import Trainer
     steps = args.timing_steps
     config = FinetuneConfig(model=model_dir, task=task_name, out=None, progress=False, plot=False,

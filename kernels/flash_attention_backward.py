@@ -14,9 +14,14 @@ import triton
 import triton.language as tl
 
 from .constants import LOG2E, head_dim_block
-from .flash_attention_common import (PHILOX_ROUNDS, dropout_keep, key_tile_bounds, load_sequence, query_tile_program,
-                                     row_pointer)
-
+from .flash_attention_common import (
+    PHILOX_ROUNDS,
+    dropout_keep,
+    key_tile_bounds,
+    load_sequence,
+    query_tile_program,
+    row_pointer,
+)
 
 
 @triton.jit

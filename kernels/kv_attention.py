@@ -15,7 +15,6 @@ import triton.language as tl
 from .constants import LOG2E, cdiv, head_dim_block
 
 
-
 @triton.jit
 def kv_attention_split_kernel(
     Q, K, V, LENS, O_PART, L_PART,

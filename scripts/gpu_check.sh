@@ -77,7 +77,7 @@ for stage in "${STAGES[@]}"; do
         run_stage sanitizer 40 env SSLFAST_CACHE="${TMPDIR:-/tmp}/sslfast-sanitizer-cache.$$" bash -c "\
           compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m sslfast selftest --device cuda --quick \
             --ops attention --dtypes bf16 >> '$DEST/tests.log' 2>&1; first=\$?; \
-          compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest tests/test_attention_gpu.py -m gpu \
+          compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m pytest tests/gpu/test_attention_gpu.py -m gpu \
             -q -x -p no:cacheprovider -k varlen >> '$DEST/tests.log' 2>&1; second=\$?; \
           exit \$(( first != 0 ? first : second ))"
       else

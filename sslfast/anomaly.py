@@ -26,6 +26,12 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from sslfast.data import ImageDataset
+from sslfast.models.autoencoders.blocks import reconstruction_loss
+from sslfast.models.autoencoders.vae import kl_to_standard_normal
+from sslfast.models.families import FAMILIES
+from sslfast.train import PretrainConfig, Trainer
+
 __all__ = ["ReconstructionDetector", "PCAReconstruction", "MIN_CALIBRATION_SAMPLES", "SCORES", "scores_for",
            "knn_distance"]
 
@@ -34,7 +40,7 @@ SCORES = ("error", "relative_error", "elbo", "latent_knn", "code_nll")
 _MODEL_ONLY_SCORES = {"elbo": "vae", "code_nll": "vqvae"}
 _LATENT_BANK_SIZE = 5000  # normal training codes kept for latent_knn (a random subset beyond this)
 _SCORE_BATCH = 512
-_MODELS = {"ae": "AutoEncoder", "dae": "DenoisingAutoEncoder", "vae": "VariationalAutoEncoder", "vqvae": "VQVAE"}
+_MODELS = {name: f.objectives["reconstruction"] for name, f in FAMILIES.items() if f.task == "autoencoder"}
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -138,8 +144,7 @@ class ReconstructionDetector:
                 shape = model_kwargs.pop("input_shape", (1, 8, 8))
                 model = PCAReconstruction(shape, model_kwargs.pop("latent_dim", model_kwargs.pop("n_components", 16)))
             elif model in _MODELS:
-                import sslfast.models as models
-                model = getattr(models, _MODELS[model])(**model_kwargs)
+                model = _MODELS[model](**model_kwargs)
             else:
                 raise ValueError(f"model must be one of {sorted(_MODELS) + ['pca']} or an auto-encoder, got {model!r}")
         elif model_kwargs:
@@ -171,8 +176,6 @@ class ReconstructionDetector:
             if self._latent_bank is None:
                 self._fit_statistics(x, seed)
             return self
-        from sslfast.data import ImageDataset
-        from sslfast.train import PretrainConfig, Trainer
         if self.kind == "model":
             raise TypeError(f"fit: {type(self.model).__name__} is not one of sslfast's auto-encoders; train it "
                             "yourself and pass it trained (detector.trained = True)")
@@ -222,8 +225,6 @@ class ReconstructionDetector:
         return self.model.encode(x).flatten(1)
 
     def _negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
-        from sslfast.models.autoencoder_blocks import reconstruction_loss
-        from sslfast.models.vae import kl_to_standard_normal
         mu, logvar = self.model.encode(x)
         recon = reconstruction_loss(self.model.decoder(mu), x, self.model.config.loss, "sample")
         return recon + self.model.config.beta * kl_to_standard_normal(mu, logvar)
@@ -281,7 +282,13 @@ class ReconstructionDetector:
         """Against labels ``y`` (1 / True = anomaly): AUROC and AUPRC of the scores (``score``: default the
         detector's), and — once calibrated, for the detector's own score — precision, recall and F1 at the
         threshold."""
-        from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
+        from sklearn.metrics import (
+            average_precision_score,
+            f1_score,
+            precision_score,
+            recall_score,
+            roc_auc_score,
+        )
         y = np.asarray(y).astype(int).reshape(-1)
         scores = self.score(x, score=score)
         if len(y) != len(scores):

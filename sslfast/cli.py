@@ -5,9 +5,23 @@ import argparse
 import os
 import sys
 
+from sslfast import __version__
+from sslfast.bench.environment import environment
+from sslfast.bench.registry import OPS, collect_cases, unavailable_reason
+from sslfast.bench.report import plot, print_table, to_markdown, write_json
+from sslfast.bench.runner import run_cases
+from sslfast.data.corpus import CorpusError
+from sslfast.models._common.hub import CheckpointError
+from sslfast.ops._dispatch import BackendUnavailableError
+from sslfast.selftest import main as selftest_main
+from sslfast.train.config import ConfigError
+from sslfast.train.evaluate import add_evaluate_parser
+from sslfast.train.finetune import add_finetune_parser
+from sslfast.train.metrics import plot_metrics
+from sslfast.train.pretrain import add_pretrain_parser
+
 
 def _add_bench(sub) -> None:
-    from sslfast.bench.registry import OPS
     p = sub.add_parser("bench", help="benchmark sslfast's ops and models against their baselines")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
     p.add_argument("--ops", nargs="+", default=None, choices=sorted(OPS), metavar="OP",
@@ -27,10 +41,6 @@ def _add_bench(sub) -> None:
 def _run_bench(args) -> int:
     import torch
 
-    from sslfast.bench.environment import environment
-    from sslfast.bench.registry import OPS, collect_cases, unavailable_reason
-    from sslfast.bench.report import plot, print_table, to_markdown, write_json
-    from sslfast.bench.runner import run_cases
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -100,7 +110,6 @@ def _add_plot(sub) -> None:
 
 
 def _run_plot(args) -> int:
-    from sslfast.train.metrics import plot_metrics
     path = args.run if args.run.endswith(".jsonl") else os.path.join(args.run, "metrics.jsonl")
     if not os.path.isfile(path):
         print(f"sslfast plot-metrics: no metrics.jsonl at {path}", file=sys.stderr)
@@ -112,37 +121,34 @@ def _run_plot(args) -> int:
 
 def _user_error(exc: BaseException) -> bool:
     """A mistake in what the user gave (options, files, data, checkpoints), not a bug: one line, exit 2."""
-    from sslfast.data.corpus import CorpusError
-    from sslfast.models.hub import CheckpointError
-    from sslfast.ops._dispatch import BackendUnavailableError
-    from sslfast.train.config import ConfigError
     return isinstance(exc, (ConfigError, CorpusError, CheckpointError, BackendUnavailableError, FileNotFoundError,
                             IsADirectoryError, NotADirectoryError, PermissionError))
 
 
-def main(argv=None) -> int:
-    from sslfast import __version__
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sslfast`` command line: one subcommand per job (``selftest`` brings its own parser)."""
     parser = argparse.ArgumentParser(prog="sslfast", description="sslfast: fused kernels for self-supervised learning")
     parser.add_argument("--version", action="version", version=f"sslfast {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_bench(sub)
-    from sslfast.train.pretrain import add_pretrain_parser
     add_pretrain_parser(sub)
-    from sslfast.train.finetune import add_finetune_parser
     add_finetune_parser(sub)
-    from sslfast.train.evaluate import add_evaluate_parser
     add_evaluate_parser(sub)
     _add_plot(sub)
     selftest = sub.add_parser("selftest", add_help=False,
                               help="check every Triton kernel variant against float64 on this machine "
                                    "(see: sslfast selftest --help)")
     selftest.set_defaults(func=None)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv  # anywhere: sslfast --debug pretrain ... or sslfast pretrain ... --debug
     argv = [a for a in argv if a != "--debug"]
     if argv[:1] == ["selftest"]:  # its own parser: python -m sslfast selftest [--device cuda] [--json FILE] ...
-        from sslfast.selftest import main as selftest_main
         return selftest_main(argv[1:])
     args = parser.parse_args(argv)
     try:

@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:  # the mark, not the word: tests/gpu/ also holds CPU tests
             item.add_marker(skip_gpu)
 
 

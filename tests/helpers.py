@@ -1,18 +1,11 @@
-"""Shared assertions for kernel tests."""
+"""Shared assertions for kernel and model tests (what selftest also uses lives in :mod:`sslfast.testing`)."""
+import os
+
 import torch
 
+from sslfast.testing import assert_within_torch_error, fwd_bwd, max_abs_err  # noqa: F401
 
-def max_abs_err(a: torch.Tensor, ref: torch.Tensor) -> float:
-    return (a.double() - ref.double()).abs().max().item() if a.numel() else 0.0
-
-
-def assert_within_torch_error(candidate, torch_path, reference, *, factor=2.0, floor=1e-6, what="output"):
-    """The candidate's error against ``reference`` (float64) is within ``factor`` x the error of the
-    same-dtype PyTorch path (plus a small absolute floor for paths that happen to be exact)."""
-    err = max_abs_err(candidate, reference)
-    base = max_abs_err(torch_path, reference)
-    bound = factor * base + floor * max(1.0, reference.double().abs().max().item() if reference.numel() else 1.0)
-    assert err <= bound, f"{what}: error {err:.3e} vs float64 exceeds {factor}x torch's {base:.3e} (bound {bound:.3e})"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
 
 def assert_grads_match(reference, ours, *, at_least=11, exact=None):
@@ -38,14 +31,6 @@ def assert_grads_match(reference, ours, *, at_least=11, exact=None):
             torch.testing.assert_close(p.grad, reference_grads[n], rtol=1e-4, atol=1e-4 * scale + 1e-7, msg=n)
         checked += 1
     assert checked >= at_least, f"only {checked} gradients compared"
-
-
-def fwd_bwd(fn, tensors, grad_out):
-    """[output, grad of each tensor] of ``fn(*tensors)`` backpropagating ``grad_out``, on fresh leaves."""
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(*leaves)
-    out.backward(grad_out.to(out.dtype))
-    return [out.detach()] + [t.grad for t in leaves]
 
 
 def per_sequence_attention_reference(cu_q, cu_k, causal):

@@ -7,9 +7,7 @@ import sys
 import pytest
 
 import sslfast
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from tests.helpers import REPO
 
 _ROOT_CHECK = """
 import sys

@@ -7,9 +7,10 @@ import resource
 
 import torch
 
+from sslfast.bench.registry import collect_cases
+
 
 def _probe(op: str, case: str, impl: str, quick: bool) -> float:
-    from sslfast.bench.registry import collect_cases
     matches = [c for c in collect_cases([op], quick=quick, device="cpu") if c.case == case]
     if not matches:
         raise SystemExit(f"no case {op}/{case}")

@@ -15,6 +15,7 @@ OPS = {
     "attention": "attention",
     "varlen_attention": "attention",
     "bert": "bert",
+    "roberta": "roberta",
     "gpt2": "gpt2",
     "peft": "peft",
     "pretrain": "pretrain",

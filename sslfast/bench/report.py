@@ -6,6 +6,7 @@ import os
 import sys
 
 from sslfast._atomic import atomic_write_text
+from sslfast.bench.environment import environment, machine_summary
 
 
 def _fmt(value, spec):
@@ -59,7 +60,6 @@ def failure_reasons(records) -> list:
 def to_markdown(records, environment: dict | None = None) -> str:
     lines = []
     if environment:
-        from sslfast.bench.environment import machine_summary
         lines.append(f"Machine: **{machine_summary(environment)}** ({environment.get('device')}), "
                      f"torch {environment.get('torch')}, triton {environment.get('triton')}, "
                      f"{environment.get('date')}, commit `{(environment.get('git_commit') or '')[:10]}`  ")
@@ -93,7 +93,6 @@ def write_script_report(path: str, name: str, result, device: str = "cpu") -> No
     """A result script's JSON: ``{"environment": ..., name: result}``, the environment naming the exact command."""
     import sys
 
-    from sslfast.bench.environment import environment
     _write_atomically(path, {"environment": environment(device, [sys.executable] + sys.argv), name: result},
                       indent=2, default=str)
 

@@ -176,6 +176,10 @@ def build(results_dir: str) -> str:
         parts.append(f"## {name}\n\n")
         parts.append(to_markdown(data["records"], data["environment"]))
         parts.append("\n")
+    notes = os.path.join(results_dir, "design-measurements.md")  # hand-written: timings behind design choices
+    if os.path.isfile(notes):
+        with open(notes, encoding="utf-8") as f:
+            parts.append(f.read())
     return "".join(parts)
 
 

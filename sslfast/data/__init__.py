@@ -6,8 +6,20 @@ Text → :func:`default_corpus` / :func:`load_corpus` → :func:`train_tokenizer
 :class:`CausalLMCollator`) → :class:`BatchLoader` (deterministic per seed and epoch, rank-sharded,
 resumable). Images for the auto-encoders: :func:`digits` → :class:`ImageCollator`.
 """
-from sslfast.data.collators import CausalLMCollator, ImageCollator, MLMCollator, continuation_table, pad_rows
-from sslfast.data.corpus import Corpus, CorpusError, default_corpus, load_corpus, split_sentences
+from sslfast.data.collators import (
+                                    CausalLMCollator,
+                                    ImageCollator,
+                                    MLMCollator,
+                                    continuation_table,
+                                    pad_rows,
+)
+from sslfast.data.corpus import (
+                                    Corpus,
+                                    CorpusError,
+                                    default_corpus,
+                                    load_corpus,
+                                    split_sentences,
+)
 from sslfast.data.images import ImageDataset, digits, load_images
 from sslfast.data.loader import BatchLoader
 from sslfast.data.masking import IGNORE_INDEX, mask_tokens
@@ -16,8 +28,15 @@ from sslfast.data.sampler import ResumableSampler, example_seeds
 from sslfast.data.segments import MaskedLMDataset
 from sslfast.data.sentence_pairs import SentencePairDataset, sentence_pairs
 from sslfast.data.tokenized import TokenizedCorpus
-from sslfast.data.tokenizer import (SpecialTokens, load_tokenizer, save_tokenizer, special_tokens, tokenizer_kind,
-                                    tokenizer_sha256, train_tokenizer)
+from sslfast.data.tokenizer import (
+                                    SpecialTokens,
+                                    load_tokenizer,
+                                    save_tokenizer,
+                                    special_tokens,
+                                    tokenizer_kind,
+                                    tokenizer_sha256,
+                                    train_tokenizer,
+)
 
 __all__ = [
     "Corpus", "CorpusError", "default_corpus", "load_corpus", "split_sentences",

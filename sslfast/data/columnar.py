@@ -10,7 +10,7 @@ import json
 import os
 from typing import Iterator
 
-from sslfast.data.corpus import CorpusError
+from sslfast.data.errors import CorpusError
 
 __all__ = ["COLUMNAR_SUFFIXES", "is_datasets_folder", "columnar_files", "columnar_texts"]
 

@@ -22,6 +22,13 @@ from typing import Iterable, Sequence
 
 from sslfast._atomic import atomic_write_text
 from sslfast._cache import cache_root
+from sslfast.data.columnar import (
+    COLUMNAR_SUFFIXES,
+    columnar_files,
+    columnar_texts,
+    is_datasets_folder,
+)
+from sslfast.data.errors import CorpusError
 
 __all__ = ["Corpus", "CorpusError", "default_corpus", "load_corpus", "split_sentences"]
 
@@ -32,10 +39,6 @@ _SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test",
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _MIN_WORDS = 3  # a fragment with fewer real words ("Args:", "Returns None.") is not a sentence
-
-
-class CorpusError(ValueError):
-    """A corpus is empty, unreadable, or has no text usable for the objective."""
 
 
 class Corpus(list):
@@ -199,7 +202,6 @@ def load_corpus(source, *, split: str = "blank-line", text_field: str = "text") 
     """
     if split not in ("blank-line", "file"):
         raise ValueError(f"split must be 'blank-line' or 'file', got {split!r}")
-    from sslfast.data.columnar import COLUMNAR_SUFFIXES, columnar_files, columnar_texts, is_datasets_folder
     paths = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     files = []
     for path in map(os.fspath, paths):

@@ -5,9 +5,9 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-__all__ = ["mask_tokens", "IGNORE_INDEX"]
+from sslfast.constants import IGNORE_INDEX
 
-IGNORE_INDEX = -100
+__all__ = ["mask_tokens", "IGNORE_INDEX"]
 
 Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
 

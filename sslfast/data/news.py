@@ -13,6 +13,7 @@ import json
 import os
 import zipfile
 
+from sslfast._atomic import atomic_write_text
 from sslfast._cache import cache_root
 from sslfast.data.corpus import Corpus, split_sentences
 from sslfast.data.packaged import WHEELS, packaged_file
@@ -44,6 +45,5 @@ def news_corpus(*, cache: bool = True) -> Corpus:
             documents.append(sentences)
     corpus = Corpus(documents, name="news")
     if cache:
-        from sslfast._atomic import atomic_write_text
         atomic_write_text(cache_path, json.dumps({"sha256": corpus.sha256, "documents": corpus}))
     return corpus

@@ -1,8 +1,6 @@
 """Single-segment examples for masked-LM pretraining: ``[CLS] sentences… [SEP]`` within one document."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from sslfast.data.corpus import CorpusError

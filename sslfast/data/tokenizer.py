@@ -1,4 +1,4 @@
-"""Tokenizers from the ``tokenizers`` library: WordPiece for BERT, byte-level BPE for GPT-2.
+"""Tokenizers from the ``tokenizers`` library: WordPiece for BERT, byte-level BPE for GPT-2 and for RoBERTa.
 
 Trained on a corpus or loaded from any ``tokenizer.json``; saved in Hugging Face's layout
 (``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json``) so
@@ -13,13 +13,17 @@ import os
 from typing import Iterable, Optional, Sequence
 
 from sslfast._atomic import atomic_write_text
+from sslfast._cache import cache_root
+from sslfast.data.corpus import Corpus
 
 __all__ = ["train_tokenizer", "load_tokenizer", "save_tokenizer", "tokenizer_sha256", "SpecialTokens",
-           "special_tokens", "tokenizer_kind", "KINDS", "WORDPIECE_SPECIAL_TOKENS", "BPE_SPECIAL_TOKENS"]
+           "special_tokens", "tokenizer_kind", "KINDS", "WORDPIECE_SPECIAL_TOKENS", "BPE_SPECIAL_TOKENS",
+           "ROBERTA_SPECIAL_TOKENS"]
 
-KINDS = ("wordpiece", "bpe")
+KINDS = ("wordpiece", "bpe", "roberta-bpe")
 WORDPIECE_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 BPE_SPECIAL_TOKENS = ("<|endoftext|>",)
+ROBERTA_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # ids 0-4, as RoBERTa's
 
 
 def _sentences(documents: Iterable[Sequence[str]]):
@@ -37,7 +41,9 @@ def train_tokenizer(documents, kind: str = "wordpiece", vocab_size: int = 8192, 
 
     ``kind="wordpiece"`` (BERT: lower-cased unless ``lowercase=False``, ``##`` continuations, special
     tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]`` as ids 0–4, ``[CLS] A [SEP] B [SEP]`` templates) or
-    ``kind="bpe"`` (GPT-2's byte-level BPE: any text encodes, no unknown token, ``<|endoftext|>`` id 0).
+    ``kind="bpe"`` (GPT-2's byte-level BPE: any text encodes, no unknown token, ``<|endoftext|>`` id 0) or
+    ``kind="roberta-bpe"`` (RoBERTa's: byte-level BPE, ``<s> <pad> </s> <unk> <mask>`` as ids 0–4,
+    ``<s> A </s>`` / ``<s> A </s></s> B </s>`` templates).
     ``vocab_size`` counts the special tokens. Training on the default corpus takes about a second.
 
     The ``tokenizers`` library's WordPiece trainer is not deterministic (huggingface/tokenizers#1794: ids of
@@ -52,8 +58,7 @@ def train_tokenizer(documents, kind: str = "wordpiece", vocab_size: int = 8192, 
     path = None
     if cache:
         import tokenizers
-        from sslfast._cache import cache_root
-        from sslfast.data.corpus import Corpus
+
         corpus = documents if isinstance(documents, Corpus) else Corpus(
             [doc] if isinstance(doc, str) else doc for doc in documents)
         key = json.dumps([corpus.sha256, kind, vocab_size, lowercase, min_frequency, list(special_tokens or []),
@@ -71,7 +76,15 @@ def train_tokenizer(documents, kind: str = "wordpiece", vocab_size: int = 8192, 
 
 
 def _train(documents, kind, vocab_size, lowercase, min_frequency, special_tokens, show_progress):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if kind == "wordpiece":
@@ -79,11 +92,17 @@ def _train(documents, kind, vocab_size, lowercase, min_frequency, special_tokens
         missing = [t for t in ("[UNK]", "[CLS]", "[SEP]") if t not in specials]
         if missing:
             raise ValueError(f"a WordPiece tokenizer needs the special tokens {missing}")
+    elif kind == "roberta-bpe":
+        specials = list(special_tokens or ROBERTA_SPECIAL_TOKENS)
+        missing = [t for t in ("<s>", "</s>", "<pad>", "<mask>") if t not in specials]
+        if missing:
+            raise ValueError(f"a RoBERTa tokenizer needs the special tokens {missing}")
     else:
         specials = list(special_tokens or BPE_SPECIAL_TOKENS)
-    if vocab_size <= len(specials) + (256 if kind == "bpe" else 0):
+    byte_level = kind != "wordpiece"
+    if vocab_size <= len(specials) + (256 if byte_level else 0):
         raise ValueError(f"vocab_size={vocab_size} leaves no room beyond the special tokens"
-                         + (" and the 256 byte tokens" if kind == "bpe" else ""))
+                         + (" and the 256 byte tokens" if byte_level else ""))
     if kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
         tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
@@ -109,6 +128,10 @@ def _train(documents, kind, vocab_size, lowercase, min_frequency, special_tokens
         tokenizer.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    elif kind == "roberta-bpe":
+        tokenizer.post_processor = processors.RobertaProcessing(
+            ("</s>", tokenizer.token_to_id("</s>")), ("<s>", tokenizer.token_to_id("<s>")),
+            trim_offsets=False, add_prefix_space=False)
     else:
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     return tokenizer
@@ -178,8 +201,12 @@ def special_tokens(tokenizer) -> SpecialTokens:
 
 
 def tokenizer_kind(tokenizer) -> str:
-    """``"wordpiece"`` or ``"bpe"`` (byte-level BPE), from the tokenizer's model."""
-    model = json.loads(load_tokenizer(tokenizer).to_str())["model"]["type"]
+    """``"wordpiece"``, ``"bpe"`` (byte-level BPE) or ``"roberta-bpe"`` (byte-level BPE with RoBERTa's
+    ``<s> A </s>`` template), from the tokenizer's model and post-processor."""
+    values = json.loads(load_tokenizer(tokenizer).to_str())
+    model = values["model"]["type"]
+    if model == "BPE" and (values.get("post_processor") or {}).get("type") == "RobertaProcessing":
+        return "roberta-bpe"
     return {"WordPiece": "wordpiece", "BPE": "bpe"}.get(model, model.lower())
 
 
@@ -195,6 +222,10 @@ def save_tokenizer(tokenizer, directory: str | os.PathLike, *, model_max_length:
         specials = {f"{k}_token": names[k] for k in ("pad", "unk", "cls", "sep", "mask") if k in names}
         lowercase = json.loads(tokenizer.to_str()).get("normalizer", {}) or {}
         config = {"tokenizer_class": "BertTokenizer", "do_lower_case": bool(lowercase.get("lowercase", False))}
+    elif tokenizer_kind(tokenizer) == "roberta-bpe":
+        specials = {f"{k}_token": names[k] for k in ("pad", "unk", "cls", "sep", "mask") if k in names}
+        specials.update({"bos_token": names["cls"], "eos_token": names["sep"]})
+        config = {"tokenizer_class": "RobertaTokenizer", "add_prefix_space": False}
     else:
         eos = names.get("eos")
         specials = {"bos_token": eos, "eos_token": eos, "unk_token": eos} if eos else {}

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import os
 
-from sslfast.models.bert import (BertForMaskedLM, BertForMultipleChoice, BertForPreTraining, BertForQuestionAnswering,
-                                 BertForSequenceClassification, BertForTokenClassification, BertModel)
-from sslfast.models.gpt2 import GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Model
-from sslfast.models.hub import CheckpointError
+from sslfast.models._common.family import AUTO_CLASS_NAMES
+from sslfast.models._common.hub import CheckpointError
+from sslfast.models.families import FAMILIES
 
 __all__ = ["AutoModel", "AutoModelForPreTraining", "AutoModelForMaskedLM", "AutoModelForCausalLM",
            "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoModelForQuestionAnswering",
@@ -68,13 +67,14 @@ def _auto(name: str, classes: dict) -> type:
                                  "__doc__": f"transformers' ``{name}`` for sslfast's models: {', '.join(classes)}."})
 
 
-AutoModel = _auto("AutoModel", {"bert": BertModel, "gpt2": GPT2Model})
-AutoModelForPreTraining = _auto("AutoModelForPreTraining", {"bert": BertForPreTraining, "gpt2": GPT2LMHeadModel})
-AutoModelForMaskedLM = _auto("AutoModelForMaskedLM", {"bert": BertForMaskedLM})
-AutoModelForCausalLM = _auto("AutoModelForCausalLM", {"gpt2": GPT2LMHeadModel})
+_CLASSES = {name: {f.model_type: f.auto_classes[name] for f in FAMILIES.values() if name in f.auto_classes}
+            for name in AUTO_CLASS_NAMES}
+AutoModel = _auto("AutoModel", _CLASSES["AutoModel"])
+AutoModelForPreTraining = _auto("AutoModelForPreTraining", _CLASSES["AutoModelForPreTraining"])
+AutoModelForMaskedLM = _auto("AutoModelForMaskedLM", _CLASSES["AutoModelForMaskedLM"])
+AutoModelForCausalLM = _auto("AutoModelForCausalLM", _CLASSES["AutoModelForCausalLM"])
 AutoModelForSequenceClassification = _auto("AutoModelForSequenceClassification",
-                                           {"bert": BertForSequenceClassification,
-                                            "gpt2": GPT2ForSequenceClassification})
-AutoModelForTokenClassification = _auto("AutoModelForTokenClassification", {"bert": BertForTokenClassification})
-AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", {"bert": BertForQuestionAnswering})
-AutoModelForMultipleChoice = _auto("AutoModelForMultipleChoice", {"bert": BertForMultipleChoice})
+                                           _CLASSES["AutoModelForSequenceClassification"])
+AutoModelForTokenClassification = _auto("AutoModelForTokenClassification", _CLASSES["AutoModelForTokenClassification"])
+AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", _CLASSES["AutoModelForQuestionAnswering"])
+AutoModelForMultipleChoice = _auto("AutoModelForMultipleChoice", _CLASSES["AutoModelForMultipleChoice"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sslfast.constants import IGNORE_INDEX
 from sslfast.ops.cross_entropy import linear_cross_entropy
 
 __all__ = ["LinearCrossEntropyLoss"]
@@ -18,7 +19,7 @@ class LinearCrossEntropyLoss(nn.Module):
     """
 
     def __init__(self, in_features: int, num_classes: int, *, bias: bool = False,
-                 tied_weight: nn.Parameter | None = None, ignore_index: int = -100,
+                 tied_weight: nn.Parameter | None = None, ignore_index: int = IGNORE_INDEX,
                  label_smoothing: float = 0.0, reduction: str = "mean", z_loss: float = 0.0,
                  backend: str = "auto"):
         super().__init__()

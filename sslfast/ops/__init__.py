@@ -1,8 +1,11 @@
 """sslfast's fused ops. Each takes ``backend="auto"|"triton"|"cpp"|"torch"`` (the C++ path where an op has one).
 
-How each op is built: the public function validates its inputs (clear errors, one place), then
-``_dispatch.resolve_backend`` turns ``backend`` into a concrete name (on CUDA, ``auto`` also asks
-``_validation.kernel_allowed`` whether the Triton variant passed its self-check), then a ``torch.library``
+How each op is built: each lives in its own package (``attention/``, ``kv_attention/``, ``vq/``,
+``cross_entropy/``: the public functions, the launchers, the float64 reference and the self-check, which
+registers the op's :class:`~sslfast.ops._registry.OpSpec`). The public function validates its inputs (clear
+errors, one place), then ``_dispatch.resolve_backend`` turns ``backend`` into a concrete name (on CUDA,
+``auto`` also asks ``_kernel_verdicts.kernel_allowed`` whether the call's variant, from the op's spec, passed
+its self-check), then a ``torch.library``
 op (fake implementation for ``torch.compile``, autograd where it has gradients, ``opcheck``-tested) runs it;
 its Triton launcher reads its tiles from the launch table in ``kernels/`` that the AOT check also compiles.
 ``vq_lookup``,

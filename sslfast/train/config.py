@@ -8,14 +8,17 @@ import math
 import os
 from typing import Any, Optional
 
+from sslfast._atomic import atomic_write_text
+from sslfast.models.families import FAMILIES
+from sslfast.train.schedule import SCHEDULES
+
 __all__ = ["PretrainConfig", "MODELS", "SIZES", "OBJECTIVES", "OPTIMIZERS", "PRECISIONS", "ConfigError",
            "RESUMABLE_CHANGES"]
 
-MODELS = ("bert", "gpt2", "ae", "dae", "vae", "vqvae")
+MODELS = tuple(FAMILIES)
 SIZES = ("tiny", "mini", "small", "base")
-OBJECTIVES = {"bert": ("mlm", "mlm+nsp", "mlm+sop"), "gpt2": ("clm",), "ae": ("reconstruction",),
-              "dae": ("reconstruction",), "vae": ("reconstruction",), "vqvae": ("reconstruction",)}
-DEFAULT_OBJECTIVE = {"bert": "mlm+nsp", "gpt2": "clm"}
+OBJECTIVES = {name: tuple(f.objectives) for name, f in FAMILIES.items()}
+DEFAULT_OBJECTIVE = {name: f.default_objective for name, f in FAMILIES.items()}
 OPTIMIZERS = ("adamw", "lamb")
 PRECISIONS = ("fp32", "bf16")
 
@@ -80,7 +83,7 @@ class PretrainConfig:
 
     def __post_init__(self):
         if self.objective is None:
-            self.objective = DEFAULT_OBJECTIVE.get(self.model, "reconstruction")
+            self.objective = DEFAULT_OBJECTIVE.get(self.model)
 
     def run_name(self) -> str:
         """How progress bars and plots name the run."""
@@ -103,7 +106,6 @@ class PretrainConfig:
         return cls.from_dict(read_mapping(path))
 
     def save(self, path: str) -> None:
-        from sslfast._atomic import atomic_write_text
         atomic_write_text(path, dump_yaml(self.to_dict()))
 
     # --- checks ---
@@ -118,7 +120,6 @@ class PretrainConfig:
         choose("objective", self.objective, OBJECTIVES[self.model])
         choose("optimizer", self.optimizer, OPTIMIZERS)
         choose("precision", self.precision, PRECISIONS)
-        from sslfast.train.schedule import SCHEDULES
         choose("schedule", self.schedule, SCHEDULES)
         if self.max_steps is None and self.max_tokens is None:
             raise ConfigError("say how long to train: --max-steps or --max-tokens")

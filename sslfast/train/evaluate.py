@@ -13,7 +13,9 @@ import os
 import statistics
 from typing import Optional
 
+from sslfast._atomic import atomic_write_text
 from sslfast.data.downstream import TASKS
+from sslfast.train.config import ConfigError
 from sslfast.train.finetune import FinetuneConfig, finetune
 from sslfast.train.pretrain import _TYPES
 
@@ -45,7 +47,6 @@ def evaluate(model: str, tasks: list[str], seeds: int = 3, *, baseline: Optional
               "summary": summarize(runs)}
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        from sslfast._atomic import atomic_write_text
         atomic_write_text(os.path.join(out, "results.json"), json.dumps(report, indent=2))
         atomic_write_text(os.path.join(out, "results.md"), results_table(report) + "\n")
         if plot:
@@ -133,7 +134,6 @@ def add_evaluate_parser(sub) -> argparse.ArgumentParser:
 
 def run_evaluate_command(args) -> int:
     if args.seeds < 1:
-        from sslfast.train.config import ConfigError
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     fields = {f.name for f in dataclasses.fields(FinetuneConfig)}

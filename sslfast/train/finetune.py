@@ -13,7 +13,11 @@ import json
 import os
 from typing import Optional, Union
 
+from sslfast._atomic import atomic_write_text
 from sslfast.train.config import ConfigError, PretrainConfig
+from sslfast.train.pretrain import add_config_flags, config_from_namespace
+from sslfast.train.tasks.finetune import FinetuneTask
+from sslfast.train.trainer import Trainer
 
 __all__ = ["FinetuneConfig", "finetune", "add_finetune_parser", "run_finetune_command"]
 
@@ -68,8 +72,6 @@ def finetune(config: Union[FinetuneConfig, dict], *, data=None) -> dict:
     :class:`~sslfast.data.downstream.DownstreamTask` instead of ``config.task``."""
     import time
 
-    from sslfast.train.tasks.finetune import FinetuneTask
-    from sslfast.train.trainer import Trainer
     if isinstance(config, dict):
         config = FinetuneConfig.from_dict(config)
     trainer = Trainer(config, data=data, task_factory=FinetuneTask)
@@ -92,7 +94,6 @@ def finetune(config: Union[FinetuneConfig, dict], *, data=None) -> dict:
               "validation": task.scores(model, task.eval_dataset), "test": task.scores(model, task.test_dataset)}
     if trainer.out is not None and trainer.ctx.is_main:
         result["best"] = os.path.join(trainer.out, "best")
-        from sslfast._atomic import atomic_write_text
         atomic_write_text(os.path.join(trainer.out, "results.json"), json.dumps(result, indent=2))
     result["final_loss"] = summary.get("loss")
     trainer.ctx.shutdown()
@@ -111,7 +112,6 @@ _FLAGS = {"model": "checkpoint folder, pretraining run folder, or scratch:<size>
 
 
 def add_finetune_parser(sub) -> argparse.ArgumentParser:
-    from sslfast.train.pretrain import add_config_flags
     p = sub.add_parser("finetune", help="fine-tune a pretrained model (or fresh weights) on a labelled task",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                        argument_default=argparse.SUPPRESS)
@@ -122,7 +122,6 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_finetune_command(args) -> int:
-    from sslfast.train.pretrain import config_from_namespace
     config = config_from_namespace(args, FinetuneConfig)
     if getattr(args, "print_config", False):
         print(json.dumps(config.to_dict(), indent=2))

@@ -5,6 +5,8 @@ import json
 import os
 from typing import Optional
 
+from sslfast._atomic import atomic_write_text
+
 __all__ = ["MetricsLog", "read_metrics", "plot_metrics"]
 
 
@@ -18,7 +20,6 @@ class MetricsLog:
         if resume_step is None:
             open(path, "w").close()
         elif os.path.isfile(path):
-            from sslfast._atomic import atomic_write_text
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(path, "a")

@@ -8,8 +8,18 @@ import os
 import sys
 from typing import Any, Union
 
-from sslfast.train.config import (MODELS, OBJECTIVES, OPTIMIZERS, PRECISIONS, SIZES, ConfigError, PretrainConfig,
-                                  read_mapping)
+from sslfast.models.families import FAMILIES, family_for_model_type
+from sslfast.train.config import (
+    MODELS,
+    OBJECTIVES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SIZES,
+    ConfigError,
+    PretrainConfig,
+    read_mapping,
+)
+from sslfast.train.trainer import Trainer
 
 __all__ = ["pretrain", "add_pretrain_parser", "config_from_args", "config_from_namespace", "add_config_flags"]
 
@@ -17,12 +27,15 @@ _HELP = {
     "model": f"model family: {', '.join(MODELS)}",
     "size": f"model size: {', '.join(SIZES)} (BERT: Google's miniatures and BERT-base)",
     "model_config": "a transformers config.json for the model (instead of --size)",
-    "objective": "bert: mlm | mlm+nsp | mlm+sop (default mlm+nsp); gpt2: clm",
+    "objective": "; ".join(f"{f.name}: {' | '.join(f.objectives)}" + (f" (default {f.default_objective})"
+                                                                      if len(f.objectives) > 1 else "")
+                           for f in FAMILIES.values() if f.task != "autoencoder"),
     "data": "text: default (the embedded corpus), news (3,824 English news articles, fetched once), or a "
             ".txt / .jsonl / .parquet / .arrow file, a folder of them, or a datasets save_to_disk folder; "
             "images (auto-encoders): digits (8×8), mnist (MNIST-5k, 28×28), fashion-mnist, or .npy / .npz / a folder",
     "text_column": "the text field of .jsonl / Parquet / Arrow / datasets data",
-    "tokenizer": "train (WordPiece for BERT, byte-level BPE for GPT-2, on --data) or a tokenizer.json / folder",
+    "tokenizer": "train (on --data: WordPiece for BERT, byte-level BPE for GPT-2 and RoBERTa) or a tokenizer.json / "
+                 "folder",
     "vocab_size": "vocabulary size of a trained tokenizer",
     "out": "output folder (run_config.yaml, metrics.jsonl, metrics.png, checkpoints/, final/)",
     "global_batch_size": "examples per optimizer step, over all processes",
@@ -108,7 +121,10 @@ def config_from_namespace(args: argparse.Namespace, config_class=PretrainConfig)
         mapping = read_mapping(config_file)
         if config_class is PretrainConfig and ("model_type" in mapping or "architectures" in mapping):
             values["model_config"] = config_file  # a transformers model config
-            values["model"] = {"bert": "bert", "gpt2": "gpt2"}.get(mapping.get("model_type"), mapping.get("model_type"))
+            try:
+                values["model"] = family_for_model_type(mapping.get("model_type")).name
+            except ValueError:
+                values["model"] = mapping.get("model_type")  # validate() names the unknown model
         else:
             values.update(mapping)
     names = {f.name for f in dataclasses.fields(config_class)}
@@ -140,7 +156,6 @@ def run_pretrain_command(args) -> int:
 def pretrain(config: Union[PretrainConfig, dict, str]) -> dict:
     """Run a pretraining job from a :class:`PretrainConfig`, a dict of its options, or a YAML/JSON file.
     Returns the summary (step, tokens, final loss, evaluation metrics, checkpoint and output paths)."""
-    from sslfast.train.trainer import Trainer
     if isinstance(config, str):
         config = PretrainConfig.from_file(config)
     elif isinstance(config, dict):

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from sslfast.constants import IGNORE_INDEX
+
 __all__ = ["task_scores", "SCORES"]
 
 SCORES = ("accuracy", "f1", "mcc", "pearson", "spearman")
@@ -26,7 +28,7 @@ def task_scores(kind: str, predictions: Sequence, labels: Sequence, num_labels: 
                 "spearman": 0.0 if constant else float(spearmanr(predictions, labels)[0]),
                 "mse": float(np.mean((predictions - labels) ** 2))}
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-    keep = labels != -100
+    keep = labels != IGNORE_INDEX
     predictions, labels = predictions[keep], labels[keep]
     binary = num_labels == 2 and kind == "classification"
     return {"accuracy": float(accuracy_score(labels, predictions)),

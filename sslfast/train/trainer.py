@@ -15,7 +15,12 @@ import torch
 
 from sslfast.train import checkpoint as ckpt
 from sslfast.train.config import ConfigError, PretrainConfig
-from sslfast.train.distributed import DistributedContext, init_distributed, rng_state, set_rng_state
+from sslfast.train.distributed import (
+    DistributedContext,
+    init_distributed,
+    rng_state,
+    set_rng_state,
+)
 from sslfast.train.lamb import Lamb
 from sslfast.train.metrics import MetricsLog, plot_metrics
 from sslfast.train.schedule import build_scheduler, warmup_steps
@@ -241,7 +246,10 @@ class Trainer:
         state = ckpt.load_state(path)
         if cfg.fsdp:
             import torch.distributed.checkpoint as dcp
-            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+            from torch.distributed.checkpoint.state_dict import (
+                get_state_dict,
+                set_state_dict,
+            )
             model_state, optim_state = get_state_dict(self.model, self.optimizer)
             holder = {"model": model_state, "optimizer": optim_state}
             dcp.load(holder, checkpoint_id=os.path.join(path, "sharded"))
@@ -440,7 +448,10 @@ class Trainer:
         if not self.config.fsdp:
             self.task.save_final(self.model, directory)
             return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+        )
         full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if directory is not None:
             model = self.task.build_model()

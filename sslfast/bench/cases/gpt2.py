@@ -8,6 +8,7 @@ GPU: the same cases in bf16 with GPT-2 small's 12 layers.
 """
 import torch
 
+import sslfast.models as models
 from sslfast.bench.case import Case, float64_twin
 from sslfast.bench.cases._inputs import randint
 
@@ -23,7 +24,6 @@ def unavailable_reason():
 def _models(layers, device, dtype):
     import transformers
 
-    import sslfast.models as models
     config = transformers.GPT2Config(n_layer=layers, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                      attn_implementation="sdpa")
     torch.manual_seed(0)

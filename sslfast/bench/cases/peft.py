@@ -6,6 +6,8 @@ import copy
 
 import torch
 
+import sslfast.models as models
+from sslfast._dtypes import DTYPES
 from sslfast.bench.case import Case, float64_twin
 from sslfast.bench.cases.bert import _configs, padded_batch
 
@@ -27,8 +29,6 @@ def cases(quick: bool, device: str):
     import peft
     import transformers
 
-    import sslfast.models as models
-    from sslfast._dtypes import DTYPES
     out = []
     for name, config, path, b, s, dtype in _configs(quick, device):
         config = copy.deepcopy(config)

@@ -11,8 +11,8 @@ import atexit
 import shutil
 import tempfile
 
-
 from sslfast.bench.case import Case
+from sslfast.train import PretrainConfig, Trainer
 
 
 def unavailable_reason():
@@ -24,7 +24,6 @@ def unavailable_reason():
 
 
 def _trainer(size, batch, length, device, precision, model=None):
-    from sslfast.train import PretrainConfig, Trainer
     out = tempfile.mkdtemp(prefix="sslfast-bench-pretrain-")
     atexit.register(shutil.rmtree, out, True)
     config = PretrainConfig(model="bert", size=size, objective="mlm+nsp", max_length=length, global_batch_size=batch,

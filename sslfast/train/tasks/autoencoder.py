@@ -8,19 +8,14 @@ import numpy as np
 import torch
 
 import sslfast.data as D
-from sslfast.train.config import ConfigError
+from sslfast.data.mnist import fashion_mnist, mnist_5k
+from sslfast.models.autoencoders import AutoEncoderConfig
+from sslfast.models.autoencoders.vqvae import code_usage
+from sslfast.models.families import family
+from sslfast.train.config import ConfigError, read_mapping
 from sslfast.train.tasks.base import Task, unwrap
 
-__all__ = ["AutoEncoderTask", "AUTOENCODER_SIZES", "MODEL_CLASSES"]
-
-AUTOENCODER_SIZES = {
-    "tiny": dict(latent_dim=4, hidden_sizes=(64,), channels=(16, 32), num_codes=32, code_dim=8),
-    "mini": dict(latent_dim=8, hidden_sizes=(256, 128), channels=(32, 64), num_codes=64, code_dim=16),
-    "small": dict(latent_dim=16, hidden_sizes=(512, 256), channels=(64, 128), num_codes=256, code_dim=32),
-    "base": dict(latent_dim=32, hidden_sizes=(1024, 512), channels=(128, 256), num_codes=512, code_dim=64),
-}
-MODEL_CLASSES = {"ae": "AutoEncoder", "dae": "DenoisingAutoEncoder", "vae": "VariationalAutoEncoder",
-                 "vqvae": "VQVAE"}
+__all__ = ["AutoEncoderTask", "load_image_data"]
 
 
 def load_image_data(data: str) -> D.ImageDataset:
@@ -29,10 +24,8 @@ def load_image_data(data: str) -> D.ImageDataset:
     if data in ("default", "digits"):
         return D.digits()
     if data == "mnist":
-        from sslfast.data.mnist import mnist_5k
         return mnist_5k()
     if data == "fashion-mnist":
-        from sslfast.data.mnist import fashion_mnist
         return fashion_mnist("train")
     return D.load_images(data)
 
@@ -55,20 +48,17 @@ class AutoEncoderTask(Task):
         self.fingerprint = {"data_sha256": digest, "model_config": self.model_config.to_dict()}
 
     def _model_config(self, shape):
-        from sslfast.models import AutoEncoderConfig
         cfg = self.config
         if cfg.model_config:
-            from sslfast.train.config import read_mapping
             config = AutoEncoderConfig.from_dict(read_mapping(cfg.model_config))
             if tuple(config.input_shape) != tuple(shape):
                 raise ConfigError(f"the model config's input_shape {tuple(config.input_shape)} does not match the "
                                   f"data's {tuple(shape)}")
             return config
-        return AutoEncoderConfig(input_shape=shape, **AUTOENCODER_SIZES[cfg.size])
+        return AutoEncoderConfig(input_shape=shape, **family(cfg.model).sizes[cfg.size])
 
     def build_model(self):
-        import sslfast.models as models
-        return getattr(models, MODEL_CLASSES[self.config.model])(self.model_config)
+        return family(self.config.model).objectives[self.config.objective](self.model_config)
 
     def mean_example_tokens(self) -> float:
         return 1.0  # throughput and --max-tokens count samples
@@ -102,7 +92,6 @@ class AutoEncoderTask(Task):
         if self.config.model == "vae":
             result["eval_kl"] = float(sums[2] / (sums[1] / np.prod(self.model_config.input_shape)))
         if indices:
-            from sslfast.models.vqvae import code_usage
             perplexity, used = code_usage(torch.cat(indices), self.model_config.num_codes)
             result.update(eval_perplexity=float(perplexity), eval_codes_used=float(used))
         return result

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from sslfast.data import BatchLoader
+from sslfast.data import BatchLoader, example_seeds
 from sslfast.train.config import PretrainConfig
 from sslfast.train.distributed import DistributedContext
 
@@ -68,7 +68,6 @@ class Task:
         sharded models run their collectives in step."""
         if self.eval_dataset is None or len(self.eval_dataset) == 0 or self.config.eval_batches == 0:
             return []
-        from sslfast.data import example_seeds
         count = min(len(self.eval_dataset), self.config.eval_batches * self.config.global_batch_size)
         world = self.ctx.world_size
         per_rank = -(-count // world)

@@ -1,4 +1,5 @@
-"""BERT pretraining: masked-LM, alone or with next-sentence / sentence-order prediction, on packed batches."""
+"""Masked-LM pretraining of the BERT family (BERT, RoBERTa): masked-LM, alone or with next-sentence /
+sentence-order prediction where the family has it, on packed batches."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,31 +9,36 @@ import torch
 import torch.nn.functional as F
 
 import sslfast.data as D
+from sslfast.constants import IGNORE_INDEX
+from sslfast.models.families import family
 from sslfast.train.config import ConfigError
 from sslfast.train.tasks.base import Task, unwrap
-from sslfast.train.tasks.text import prepare_tokenizer, text_model_config, tokenized_corpus
+from sslfast.train.tasks.text import (
+    prepare_tokenizer,
+    text_model_config,
+    tokenized_corpus,
+)
 
-__all__ = ["BertTask", "BERT_SIZES"]
-
-# Google's BERT miniatures (Turc et al., 2019) and BERT-base
-BERT_SIZES = {
-    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
-    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
-    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
-    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
-}
+__all__ = ["MaskedLMTask", "BertTask"]
 
 
-class BertTask(Task):
-    name = "bert"
+class MaskedLMTask(Task):
+    """The ``masked-lm`` task of a family record (:mod:`sslfast.models.families`): its tokenizer kind, sizes,
+    config and model classes."""
+    name = "masked-lm"
+
+    @property
+    def family(self):
+        return family(self.config.model)
 
     def prepare(self, out_dir: str, resume_path) -> None:
-        cfg, ctx = self.config, self.ctx
+        cfg, ctx, fam = self.config, self.ctx, self.family
         if cfg.data in ("digits", "mnist", "fashion-mnist"):
-            raise ConfigError(f"--data {cfg.data} is image data; BERT needs text (default, news, or a text file)")
-        self.tokenizer, corpus = prepare_tokenizer(cfg, ctx, out_dir, "wordpiece", resume_path)
+            raise ConfigError(f"--data {cfg.data} is image data; {fam.display_name} needs text (default, news, or "
+                              f"a text file)")
+        self.tokenizer, corpus = prepare_tokenizer(cfg, ctx, out_dir, fam.tokenizer_kind, resume_path)
         self.special = D.special_tokens(self.tokenizer)
-        self.special.require("cls", "sep", "mask", "pad", purpose="BERT pretraining")
+        self.special.require("cls", "sep", "mask", "pad", purpose=f"{fam.display_name} pretraining")
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
         self.model_config = self._model_config()
         tokenized = tokenized_corpus(cfg, ctx, self.tokenizer, corpus)
@@ -60,28 +66,24 @@ class BertTask(Task):
             raise
 
     def _model_config(self):
-        from sslfast.models import BertConfig
-        cfg = self.config
-        config = text_model_config(cfg, self.vocab_size, BertConfig, "bert", "BERT", "max_position_embeddings",
-                                   lambda: BertConfig(vocab_size=self.vocab_size,
-                                                      max_position_embeddings=max(512, cfg.max_length),
-                                                      **BERT_SIZES[cfg.size]))
+        cfg, fam = self.config, self.family
+        config = text_model_config(cfg, self.vocab_size, fam,
+                                   lambda: fam.build_config(fam.sizes[cfg.size], self.vocab_size, cfg.max_length,
+                                                            self.special))
         config.pad_token_id = self.special.pad
         if cfg.dropout is not None:
             config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
         return config
 
     def build_model(self):
-        from sslfast.models import BertForMaskedLM, BertForPreTraining
-        cls = BertForMaskedLM if self.config.objective == "mlm" else BertForPreTraining
-        return cls(self.model_config)
+        return self.family.objectives[self.config.objective](self.model_config)
 
     def layers(self, model):
-        return list(unwrap(model).bert.encoder.layer)
+        return list(unwrap(model).base_model.encoder.layer)
 
     def counts(self, batch):
         tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
-        counts = {"tokens": tokens, "labelled": int((batch["labels"] != -100).sum())}
+        counts = {"tokens": tokens, "labelled": int((batch["labels"] != IGNORE_INDEX).sum())}
         if "next_sentence_label" in batch:
             counts["sequences"] = int(batch["next_sentence_label"].numel())
         return counts
@@ -125,16 +127,17 @@ class BertTask(Task):
         """(logits of the labelled tokens fp32, their labels, pair logits or None)."""
         if self.foreign_model:
             out = model(**{k: v for k, v in batch.items() if k not in ("labels", "next_sentence_label")})
-            keep = batch["labels"] != -100
+            keep = batch["labels"] != IGNORE_INDEX
             logits = out.prediction_logits if hasattr(out, "prediction_logits") else out.logits
             return logits[keep].float(), batch["labels"][keep], getattr(out, "seq_relationship_logits", None)
-        packed, layout, _ = model.bert.encode(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                                              cu_seqlens=batch["cu_seqlens"], max_seqlen=batch["max_seqlen"])
+        packed, layout, _ = model.base_model.encode(input_ids=batch["input_ids"],
+                                                    token_type_ids=batch["token_type_ids"],
+                                                    cu_seqlens=batch["cu_seqlens"], max_seqlen=batch["max_seqlen"])
         labels = layout.pack(batch["labels"])
-        keep = labels != -100
-        logits = model.cls.predictions(packed[keep]).float()  # the head on the labelled rows only
-        pair = model.cls.seq_relationship(model.bert.pool(packed, layout)) \
-            if hasattr(model.cls, "seq_relationship") else None
+        keep = labels != IGNORE_INDEX
+        logits = model.mlm_head(packed[keep]).float()  # the head on the labelled rows only
+        pair_head = getattr(getattr(model, "cls", None), "seq_relationship", None)
+        pair = pair_head(model.base_model.pool(packed, layout)) if pair_head is not None else None
         return logits, labels[keep], pair
 
     def save_final(self, model, directory):
@@ -146,3 +149,6 @@ class BertTask(Task):
         c = self.model_config
         params = c.num_hidden_layers * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
         return 6 * params + 12 * c.num_hidden_layers * c.hidden_size * self.config.max_length
+
+
+BertTask = MaskedLMTask  # the name fine-tuning and older code use

@@ -12,7 +12,13 @@ import torch
 
 import sslfast.data as D
 from sslfast.data.downstream import load_task
-from sslfast.models.hub import CheckpointError
+from sslfast.models import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
+from sslfast.models._common.hub import CheckpointError, load_config, read_state_dict
+from sslfast.models.bert.family import BERT_SIZES
 from sslfast.train.config import ConfigError
 from sslfast.train.scores import task_scores
 from sslfast.train.tasks.base import unwrap
@@ -120,7 +126,7 @@ class FinetuneTask(BertTask):
         self.eval_dataset = _Examples(self.tokenizer, task["validation"].subset(cfg.max_eval_examples), task.kind, length)
         self.test_dataset = _Examples(self.tokenizer, task["test"].subset(cfg.max_eval_examples), task.kind, length)
         if task.kind != "regression":
-            top = max(max(l) if isinstance(l, list) else l for l in task["train"].labels)
+            top = max(max(y) if isinstance(y, list) else y for y in task["train"].labels)
             if top >= task.num_labels:
                 raise ConfigError(f"label id {top} is outside the head's {task.num_labels} classes")
         self.collate = _Collate(special.pad, task.kind)
@@ -138,9 +144,6 @@ class FinetuneTask(BertTask):
 
     def _model_source(self, task):
         """(tokenizer, config with the task's head, description) from --model."""
-        from sslfast.models import BertConfig
-        from sslfast.models.hub import load_config
-        from sslfast.train.tasks.bert import BERT_SIZES
         cfg = self.config
         head = {"num_labels": task.num_labels,
                 "problem_type": "regression" if task.kind == "regression" else
@@ -185,7 +188,6 @@ class FinetuneTask(BertTask):
         return tokenizer, config, source
 
     def build_model(self):
-        from sslfast.models import BertForSequenceClassification, BertForTokenClassification
         cls = BertForTokenClassification if self.task.kind == "token-classification" else BertForSequenceClassification
         if self.config.model.startswith("scratch:") or self.config.from_scratch:
             return cls(copy.deepcopy(self.model_config))
@@ -280,7 +282,6 @@ class FinetuneTask(BertTask):
         """``model`` with the best weights loaded back."""
         state = getattr(self, "best_state", None)
         if state is None and out_dir is not None and os.path.isdir(os.path.join(out_dir, "best")):
-            from sslfast.models.hub import read_state_dict
             state = read_state_dict(os.path.join(out_dir, "best"))
         if state is not None:
             unwrap(model).load_state_dict(state, strict=False)

@@ -8,19 +8,17 @@ from typing import Optional
 import torch
 
 import sslfast.data as D
+from sslfast.constants import IGNORE_INDEX
+from sslfast.models.families import family
 from sslfast.train.config import ConfigError
 from sslfast.train.tasks.base import Task, unwrap
-from sslfast.train.tasks.text import prepare_tokenizer, text_model_config, tokenized_corpus
+from sslfast.train.tasks.text import (
+    prepare_tokenizer,
+    text_model_config,
+    tokenized_corpus,
+)
 
-__all__ = ["GPT2Task", "GPT2_SIZES"]
-
-# GPT-2 miniatures with the BERT sizes' shapes, GPT-2 small (124M) and medium (355M)
-GPT2_SIZES = {
-    "tiny": dict(n_layer=2, n_embd=128, n_head=2),
-    "mini": dict(n_layer=4, n_embd=256, n_head=4),
-    "small": dict(n_layer=12, n_embd=768, n_head=12),
-    "base": dict(n_layer=24, n_embd=1024, n_head=16),
-}
+__all__ = ["GPT2Task"]
 
 
 class GPT2Task(Task):
@@ -51,19 +49,17 @@ class GPT2Task(Task):
                             "model_config": dataclasses.asdict(self.model_config)}
 
     def _model_config(self):
-        from sslfast.models import GPT2Config
-        cfg = self.config
-        config = text_model_config(cfg, self.vocab_size, GPT2Config, "gpt2", "GPT-2", "n_positions",
-                                   lambda: GPT2Config(vocab_size=self.vocab_size, n_positions=max(1024, cfg.max_length),
-                                                      **GPT2_SIZES[cfg.size]))
+        cfg, fam = self.config, family(self.config.model)
+        config = text_model_config(cfg, self.vocab_size, fam,
+                                   lambda: fam.build_config(fam.sizes[cfg.size], self.vocab_size, cfg.max_length,
+                                                            self.special))
         config.bos_token_id = config.eos_token_id = config.pad_token_id = self.special.eos
         if cfg.dropout is not None:
             config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = cfg.dropout
         return config
 
     def build_model(self):
-        from sslfast.models import GPT2LMHeadModel
-        return GPT2LMHeadModel(self.model_config)
+        return family(self.config.model).objectives[self.config.objective](self.model_config)
 
     def layers(self, model):
         return list(unwrap(model).transformer.h)
@@ -71,7 +67,7 @@ class GPT2Task(Task):
     def counts(self, batch):
         tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
         # the first token of every document piece is -100: the rest are the positions the loss predicts
-        return {"tokens": tokens, "labelled": int((batch["labels"] != -100).sum())}
+        return {"tokens": tokens, "labelled": int((batch["labels"] != IGNORE_INDEX).sum())}
 
     @staticmethod
     def _model_inputs(batch: dict) -> dict:
@@ -97,7 +93,8 @@ class GPT2Task(Task):
             batch = {k: v.to(self.ctx.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
                      if k != "eval_weight"}
             labels = batch["labels"]  # packed rows mask each piece's first token; padded rows do not
-            count = int((labels[..., 1:] != -100).sum()) if self.foreign_model else int((labels != -100).sum())
+            counted = labels[..., 1:] if self.foreign_model else labels
+            count = int((counted != IGNORE_INDEX).sum())
             if count == 0:
                 continue
             inputs = self._model_inputs(batch)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 
 import sslfast.data as D
-from sslfast.train.config import ConfigError
+from sslfast.data.news import news_corpus
+from sslfast.train.config import ConfigError, read_mapping
 
 __all__ = ["load_text_corpus", "prepare_tokenizer", "tokenized_corpus", "text_model_config"]
 
@@ -14,7 +15,6 @@ def load_text_corpus(data: str, text_column: str = "text") -> D.Corpus:
     if data == "default":
         return D.default_corpus()
     if data == "news":
-        from sslfast.data.news import news_corpus
         return news_corpus()
     return D.load_corpus(data, text_field=text_column)
 
@@ -52,23 +52,25 @@ def tokenized_corpus(config, ctx, tokenizer, corpus=None) -> D.TokenizedCorpus:
     return tokenized or D.TokenizedCorpus.open(path)
 
 
-def text_model_config(config, vocab_size: int, config_class, model_type: str, name: str, positions_field: str,
-                      default):
-    """The model config of a text run: read from ``--model-config`` (which must describe ``model_type``) or
-    ``default()`` (from ``--size``), then checked against the tokenizer's vocabulary and ``--max-length``
-    (``positions_field``: the config's position count)."""
+def text_model_config(config, vocab_size: int, family, default):
+    """The model config of a text run of ``family`` (its record): read from ``--model-config`` (which must
+    describe the family's ``model_type``) or ``default()`` (from ``--size``), then checked against the
+    tokenizer's vocabulary and ``--max-length`` (the position rows that many tokens need)."""
     if config.model_config:
-        from sslfast.train.config import read_mapping
         values = read_mapping(config.model_config)
-        if values.get("model_type", model_type) != model_type:
-            raise ConfigError(f"{config.model_config} describes a {values['model_type']!r} model, not {name}")
-        model_config = config_class.from_dict(values)
+        if values.get("model_type", family.model_type) != family.model_type:
+            raise ConfigError(f"{config.model_config} describes a {values['model_type']!r} model, not "
+                              f"{family.display_name}")
+        model_config = family.config_class.from_dict(values)
     else:
         model_config = default()
     if model_config.vocab_size != vocab_size:
         raise ConfigError(f"the tokenizer has {vocab_size} tokens but the model's vocab_size is "
                           f"{model_config.vocab_size}: pass a matching --tokenizer or model config")
-    positions = getattr(model_config, positions_field)
-    if positions < config.max_length:
-        raise ConfigError(f"--max-length {config.max_length} exceeds the model's {positions_field} {positions}")
+    positions = getattr(model_config, family.positions_field)
+    if positions < family.position_rows(model_config, config.max_length):
+        raise ConfigError(f"--max-length {config.max_length} exceeds the model's {family.positions_field} "
+                          f"{positions}" + ("" if family.position_rows(model_config, 0) == 0 else
+                                            f" (less the {family.position_rows(model_config, 0)} rows before the "
+                                            f"first position)"))
     return model_config
