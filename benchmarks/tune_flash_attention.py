@@ -52,6 +52,7 @@ def main(argv=None) -> None:
     from sslfast.kernels import flash_attention as fwd_module
     from sslfast.kernels import flash_attention_backward as bwd_module
     from sslfast.kernels.constants import head_dim_block
+    from sslfast.kernels.launch import Precision, Tile
     from sslfast.ops import attention
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,8 +93,9 @@ def main(argv=None) -> None:
                 attention(q, k, v, causal=causal, dropout_p=p, backend="triton").backward(grad)
 
             for kind in entries_that_run(head_dim, args.directions):
-                table, key, fn = ((fwd_module.FORWARD_CONFIGS, ("16", block_d, args.dropout), forward)
-                                  if kind == "fwd" else (bwd_module.BACKWARD_CONFIGS, (kind, "16", block_d),
+                half = Precision.HALF
+                table, key, fn = ((fwd_module.FORWARD_CONFIGS, (half, block_d, args.dropout), forward)
+                                  if kind == "fwd" else (bwd_module.BACKWARD_CONFIGS, (kind, half, block_d),
                                                          forward_backward))
                 slot = int(args.dropout)  # a backward entry holds (plain, dropout) tiles
                 if key not in table:
@@ -102,10 +104,11 @@ def main(argv=None) -> None:
                 for cand in CANDIDATES:
                     if (kind, head_dim, causal, args.dropout, cand) in done:
                         continue
+                    tile = Tile(*cand)
                     if kind == "fwd":
-                        table[key] = cand
+                        table[key] = tile
                     else:
-                        table[key] = (cand, original[1]) if slot == 0 else (original[0], cand)
+                        table[key] = (tile, original[1]) if slot == 0 else (original[0], tile)
                     try:
                         ms = _time_ms(fn)
                     except Exception as exc:  # out of resources, launch failure: not a candidate here
@@ -113,7 +116,7 @@ def main(argv=None) -> None:
                     else:
                         error = None
                     records.append(dict(kind=kind, head_dim=head_dim, causal=causal, dropout=args.dropout,
-                                        seqlen=args.seqlen, config=cand, ms=ms, error=error, current=cand == (
+                                        seqlen=args.seqlen, config=cand, ms=ms, error=error, current=Tile(*cand) == (
                                             original if kind == "fwd" else original[slot])))
                     print(records[-1], flush=True)
                     save()

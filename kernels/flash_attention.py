@@ -14,13 +14,17 @@ import triton.language as tl
 
 from .constants import LOG2E, head_dim_block
 from .flash_attention_common import (
+    AOT_ARCHS,
+    AOT_CASES,
     PHILOX_ROUNDS,
     dropout_keep,
     key_tile_bounds,
     load_sequence,
     query_tile_program,
     row_pointer,
+    runtime_values,
 )
+from .launch import INTERPRETED_TILE, Precision, Tile, signature, split_options, strides
 
 
 @triton.jit
@@ -127,54 +131,24 @@ def flash_attention_fwd_kernel(
 # checks every entry; Ampere is not tuned). Picked by register counts only: GPU timings are pending.
 # 16-bit inputs run their dots on tensor cores; fp32 inputs take exact (IEEE) products on FMA units.
 FORWARD_CONFIGS = {
-    ("16", 16, False): (128, 64, 4, 3), ("16", 16, True): (128, 64, 8, 3),
-    ("16", 32, False): (128, 64, 4, 3), ("16", 32, True): (128, 64, 8, 3),
-    ("16", 64, False): (128, 64, 8, 3), ("16", 64, True): (128, 64, 8, 3),
-    ("16", 128, False): (128, 64, 8, 3), ("16", 128, True): (128, 32, 8, 3),
-    ("16", 256, False): (128, 32, 8, 2), ("16", 256, True): (128, 32, 8, 2),
-    ("32", 16, False): (64, 32, 8, 2), ("32", 16, True): (64, 32, 8, 2),
-    ("32", 32, False): (64, 32, 8, 2), ("32", 32, True): (64, 32, 8, 2),
-    ("32", 64, False): (64, 16, 8, 2), ("32", 64, True): (64, 16, 8, 2),
-    ("32", 128, False): (16, 16, 4, 1), ("32", 128, True): (16, 16, 4, 1),
-    ("32", 256, False): (16, 16, 4, 1), ("32", 256, True): (16, 16, 4, 1),
+    (Precision.HALF, 16, False): Tile(128, 64, 4, 3), (Precision.HALF, 16, True): Tile(128, 64, 8, 3),
+    (Precision.HALF, 32, False): Tile(128, 64, 4, 3), (Precision.HALF, 32, True): Tile(128, 64, 8, 3),
+    (Precision.HALF, 64, False): Tile(128, 64, 8, 3), (Precision.HALF, 64, True): Tile(128, 64, 8, 3),
+    (Precision.HALF, 128, False): Tile(128, 64, 8, 3), (Precision.HALF, 128, True): Tile(128, 32, 8, 3),
+    (Precision.HALF, 256, False): Tile(128, 32, 8, 2), (Precision.HALF, 256, True): Tile(128, 32, 8, 2),
+    (Precision.SINGLE, 16, False): Tile(64, 32, 8, 2), (Precision.SINGLE, 16, True): Tile(64, 32, 8, 2),
+    (Precision.SINGLE, 32, False): Tile(64, 32, 8, 2), (Precision.SINGLE, 32, True): Tile(64, 32, 8, 2),
+    (Precision.SINGLE, 64, False): Tile(64, 16, 8, 2), (Precision.SINGLE, 64, True): Tile(64, 16, 8, 2),
+    (Precision.SINGLE, 128, False): Tile(16, 16, 4, 1), (Precision.SINGLE, 128, True): Tile(16, 16, 4, 1),
+    (Precision.SINGLE, 256, False): Tile(16, 16, 4, 1), (Precision.SINGLE, 256, True): Tile(16, 16, 4, 1),
 }
-
-
-def as_launch(config) -> dict:
-    block_m, block_n, warps, stages = config
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
 
 
 def forward_config(block_d: int, dtype: str, dropout: bool, interpreted: bool) -> dict:
     """Tile sizes and launch options for a head-dim block (a power of two), input dtype and dropout."""
     if interpreted:
-        return dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
-    return as_launch(FORWARD_CONFIGS[("32" if dtype == "fp32" else "16", block_d, dropout)])
-
-
-# (dtype, head dim) pairs the AOT check compiles: every head-dim block in bf16 and fp32 (fp16 shares bf16's
-# table), plus a head dim that is not a power of two
-AOT_ARCHS = (90,)
-AOT_CASES = ([("bf16", d) for d in (16, 32, 64, 80, 128, 256)] + [("fp16", d) for d in (64, 128)]
-             + [("fp32", d) for d in (16, 32, 64, 128, 256)])
-
-
-def _signature(names_ptr: dict, ints: tuple[str, ...], floats: tuple[str, ...]) -> dict:
-    sig = dict(names_ptr)
-    sig.update({name: "i32" for name in ints})  # Triton passes ints (strides) < 2**31 as i32
-    sig.update({name: "fp32" for name in floats})
-    return sig
-
-
-def strides(*prefixes: str) -> tuple[str, ...]:
-    return tuple(f"stride_{p}{axis}" for p in prefixes for axis in ("b", "t", "h"))
-
-
-def runtime_values(masked: bool = False, dropout: bool = False) -> dict:
-    """Representative values of the integer arguments whose specialisation is known (``sslfast.aot``): the
-    statistics (lse, delta) are contiguous along tokens (stride 1, a constant to Triton); without a key mask
-    its stride is passed as 0, without dropout the threshold is 0 (both divisible by 16)."""
-    return {"stride_lt": 1, "stride_mb": 16 if masked else 0, "drop_threshold": 17 if dropout else 0}
+        return INTERPRETED_TILE.launch()
+    return FORWARD_CONFIGS[(Precision.of(dtype), block_d, dropout)].launch()
 
 
 def aot_configs():
@@ -185,14 +159,13 @@ def aot_configs():
     for dtype, head_dim in AOT_CASES:
         block_d = head_dim_block(head_dim)
         ptr = f"*{dtype}"
-        sig = _signature(
+        sig = signature(
             {"Q": ptr, "K": ptr, "V": ptr, "O": ptr, "LSE": "*fp32", "SEQS": "*i32", "KEY_MASK": "*u8",
              "SEED": "*i64"},
             strides("q", "k", "v", "o", "l") + ("stride_mb", "num_heads", "drop_threshold"), ("scale", "drop_scale"))
         for causal, masked, dropout in ((False, False, False), (True, True, False), (False, False, True),
                                         (True, True, True)):
-            launch = forward_config(block_d, dtype, dropout, interpreted=False)
-            options = {"num_warps": launch.pop("num_warps"), "num_stages": launch.pop("num_stages")}
+            launch, options = split_options(forward_config(block_d, dtype, dropout, interpreted=False))
             tag = f"{'_causal_mask' if causal else ''}{'_dropout' if dropout else ''}"
             configs.append(dict(
                 kernel=flash_attention_fwd_kernel, name=f"flash_attention_fwd_{dtype}_d{head_dim}{tag}", signature=sig,

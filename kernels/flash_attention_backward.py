@@ -15,13 +15,17 @@ import triton.language as tl
 
 from .constants import LOG2E, head_dim_block
 from .flash_attention_common import (
+    AOT_ARCHS,
+    AOT_CASES,
     PHILOX_ROUNDS,
     dropout_keep,
     key_tile_bounds,
     load_sequence,
     query_tile_program,
     row_pointer,
+    runtime_values,
 )
+from .launch import INTERPRETED_TILE, Precision, Tile, signature, split_options, strides
 
 
 @triton.jit
@@ -259,32 +263,32 @@ def flash_attention_bwd_dq_kernel(
 # only where its extra (BLOCK_M, D) fp32 tile still fits beside dK and dV: head-dim blocks up to 64.
 ATOMIC_DQ_MAX_BLOCK_D = 64
 BACKWARD_CONFIGS = {
-    ("dkdv_atomic", "16", 16): ((64, 128, 8, 2), (64, 128, 8, 2)),
-    ("dkdv_atomic", "16", 32): ((64, 128, 8, 2), (64, 128, 8, 2)),
-    ("dkdv_atomic", "16", 64): ((64, 128, 8, 2), (32, 128, 8, 2)),
-    ("dkdv", "16", 16): ((64, 128, 8, 2), (64, 128, 8, 2)),
-    ("dkdv", "16", 32): ((64, 128, 8, 2), (64, 128, 8, 2)),
-    ("dkdv", "16", 64): ((64, 128, 8, 2), (32, 128, 8, 2)),
-    ("dkdv", "16", 128): ((32, 128, 8, 2), (32, 128, 8, 2)),
-    ("dkdv", "16", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "16", 16): ((128, 64, 8, 2), (128, 64, 8, 2)),
-    ("dq", "16", 32): ((128, 64, 8, 2), (128, 64, 8, 2)),
-    ("dq", "16", 64): ((128, 64, 8, 2), (128, 64, 8, 2)),
-    ("dq", "16", 128): ((128, 64, 8, 2), (128, 64, 8, 2)),
-    ("dq", "16", 256): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dkdv_atomic", "32", 16): ((32, 32, 8, 1), (32, 32, 8, 1)),
-    ("dkdv_atomic", "32", 32): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("dkdv_atomic", "32", 64): ((32, 32, 8, 1), (32, 32, 8, 1)),
-    ("dkdv", "32", 16): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("dkdv", "32", 32): ((32, 32, 4, 1), (32, 32, 8, 1)),
-    ("dkdv", "32", 64): ((32, 32, 8, 1), (16, 32, 8, 1)),
-    ("dkdv", "32", 128): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dkdv", "32", 256): ((16, 32, 8, 1), (16, 16, 8, 1)),
-    ("dq", "32", 16): ((32, 32, 4, 1), (32, 32, 4, 1)),
-    ("dq", "32", 32): ((16, 32, 4, 1), (32, 32, 8, 1)),
-    ("dq", "32", 64): ((32, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "32", 128): ((16, 32, 8, 1), (16, 32, 8, 1)),
-    ("dq", "32", 256): ((16, 32, 8, 1), (16, 16, 4, 1)),
+    ("dkdv_atomic", Precision.HALF, 16): (Tile(64, 128, 8, 2), Tile(64, 128, 8, 2)),
+    ("dkdv_atomic", Precision.HALF, 32): (Tile(64, 128, 8, 2), Tile(64, 128, 8, 2)),
+    ("dkdv_atomic", Precision.HALF, 64): (Tile(64, 128, 8, 2), Tile(32, 128, 8, 2)),
+    ("dkdv", Precision.HALF, 16): (Tile(64, 128, 8, 2), Tile(64, 128, 8, 2)),
+    ("dkdv", Precision.HALF, 32): (Tile(64, 128, 8, 2), Tile(64, 128, 8, 2)),
+    ("dkdv", Precision.HALF, 64): (Tile(64, 128, 8, 2), Tile(32, 128, 8, 2)),
+    ("dkdv", Precision.HALF, 128): (Tile(32, 128, 8, 2), Tile(32, 128, 8, 2)),
+    ("dkdv", Precision.HALF, 256): (Tile(16, 32, 8, 1), Tile(16, 32, 8, 1)),
+    ("dq", Precision.HALF, 16): (Tile(128, 64, 8, 2), Tile(128, 64, 8, 2)),
+    ("dq", Precision.HALF, 32): (Tile(128, 64, 8, 2), Tile(128, 64, 8, 2)),
+    ("dq", Precision.HALF, 64): (Tile(128, 64, 8, 2), Tile(128, 64, 8, 2)),
+    ("dq", Precision.HALF, 128): (Tile(128, 64, 8, 2), Tile(128, 64, 8, 2)),
+    ("dq", Precision.HALF, 256): (Tile(16, 32, 8, 1), Tile(16, 32, 8, 1)),
+    ("dkdv_atomic", Precision.SINGLE, 16): (Tile(32, 32, 8, 1), Tile(32, 32, 8, 1)),
+    ("dkdv_atomic", Precision.SINGLE, 32): (Tile(32, 32, 4, 1), Tile(32, 32, 4, 1)),
+    ("dkdv_atomic", Precision.SINGLE, 64): (Tile(32, 32, 8, 1), Tile(32, 32, 8, 1)),
+    ("dkdv", Precision.SINGLE, 16): (Tile(32, 32, 4, 1), Tile(32, 32, 4, 1)),
+    ("dkdv", Precision.SINGLE, 32): (Tile(32, 32, 4, 1), Tile(32, 32, 8, 1)),
+    ("dkdv", Precision.SINGLE, 64): (Tile(32, 32, 8, 1), Tile(16, 32, 8, 1)),
+    ("dkdv", Precision.SINGLE, 128): (Tile(16, 32, 8, 1), Tile(16, 32, 8, 1)),
+    ("dkdv", Precision.SINGLE, 256): (Tile(16, 32, 8, 1), Tile(16, 16, 8, 1)),
+    ("dq", Precision.SINGLE, 16): (Tile(32, 32, 4, 1), Tile(32, 32, 4, 1)),
+    ("dq", Precision.SINGLE, 32): (Tile(16, 32, 4, 1), Tile(32, 32, 8, 1)),
+    ("dq", Precision.SINGLE, 64): (Tile(32, 32, 8, 1), Tile(16, 32, 8, 1)),
+    ("dq", Precision.SINGLE, 128): (Tile(16, 32, 8, 1), Tile(16, 32, 8, 1)),
+    ("dq", Precision.SINGLE, 256): (Tile(16, 32, 8, 1), Tile(16, 16, 4, 1)),
 }
 
 
@@ -300,16 +304,14 @@ def backward_config(kind: str, block_d: int, dtype: str, dropout: bool, interpre
         return dict(BLOCK_M=16 if interpreted else max(16, 2048 // block_d), num_warps=1 if interpreted else 4,
                     num_stages=1)
     if interpreted:
-        return dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
-    from .flash_attention import as_launch
-    return as_launch(BACKWARD_CONFIGS[(kind, "32" if dtype == "fp32" else "16", block_d)][int(dropout)])
+        return INTERPRETED_TILE.launch()
+    return BACKWARD_CONFIGS[(kind, Precision.of(dtype), block_d)][int(dropout)].launch()
 
 
 def aot_configs():
     """The backward configurations the launcher picks on a GPU, for the sm_90 compile check (attention is not
     tuned for sm_80): each table entry with its lightest and heaviest flags (plain, causal + key mask; dropout
     adds the Philox draws)."""
-    from .flash_attention import AOT_ARCHS, AOT_CASES, _signature, runtime_values, strides
     configs = []
     for dtype, head_dim in AOT_CASES:
         ptr = f"*{dtype}"
@@ -317,7 +319,7 @@ def aot_configs():
         pre = backward_config("preprocess", block_d, dtype, False, interpreted=False)
         configs.append(dict(
             kernel=flash_attention_bwd_preprocess_kernel, name=f"flash_attention_bwd_pre_{dtype}_d{head_dim}",
-            signature=_signature({"O": ptr, "DO": ptr, "DELTA": "*fp32", "SEQS": "*i32"},
+            signature=signature({"O": ptr, "DO": ptr, "DELTA": "*fp32", "SEQS": "*i32"},
                                  strides("o", "g", "l") + ("num_heads",), ()),
             constexprs=dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=pre["BLOCK_M"]),
             options={"num_warps": pre["num_warps"], "num_stages": pre["num_stages"]}, archs=AOT_ARCHS,
@@ -326,8 +328,7 @@ def aot_configs():
         for kind in kinds:
             for causal, masked, dropout in ((False, False, False), (True, True, False), (False, False, True),
                                             (True, True, True)):
-                launch = backward_config(kind, block_d, dtype, dropout, interpreted=False)
-                options = {"num_warps": launch.pop("num_warps"), "num_stages": launch.pop("num_stages")}
+                launch, options = split_options(backward_config(kind, block_d, dtype, dropout, interpreted=False))
                 flags = dict(CAUSAL=causal, HAS_KEY_MASK=masked, DROPOUT=dropout)
                 common = {"Q": ptr, "K": ptr, "V": ptr, "DO": ptr, "LSE": "*fp32", "DELTA": "*fp32"}
                 if kind == "dq":
@@ -344,7 +345,7 @@ def aot_configs():
                 tag = f"{'_causal_mask' if causal else ''}{'_dropout' if dropout else ''}"
                 configs.append(dict(
                     kernel=kernel, name=f"flash_attention_bwd_{kind}_{dtype}_d{head_dim}{tag}",
-                    signature=_signature(ptrs, ints, ("scale", "drop_scale")),
+                    signature=signature(ptrs, ints, ("scale", "drop_scale")),
                     constexprs=dict(**flags, HEAD_DIM=head_dim, BLOCK_D=block_d, INPUT_PRECISION="ieee", **launch),
                     options=options, archs=AOT_ARCHS, values=runtime_values(masked, dropout)))
     return configs

@@ -86,3 +86,17 @@ def dropout_keep(seed, bh, q_pos, k_start, threshold, BLOCK_K: tl.constexpr, N_R
     highs = tl.join(tl.join(hi0, hi2), tl.join(hi1, hi3))
     bits = tl.reshape(tl.join(lows, highs), (q_pos.shape[0], BLOCK_K))  # (BQ, BK)
     return bits.to(tl.int32) >= threshold
+
+
+# (dtype, head dim) pairs the AOT check compiles for the forward and backward kernels: every head-dim block in
+# bf16 and fp32 (fp16 shares bf16's table), plus a head dim that is not a power of two
+AOT_ARCHS = (90,)
+AOT_CASES = ([("bf16", d) for d in (16, 32, 64, 80, 128, 256)] + [("fp16", d) for d in (64, 128)]
+             + [("fp32", d) for d in (16, 32, 64, 128, 256)])
+
+
+def runtime_values(masked: bool = False, dropout: bool = False) -> dict:
+    """Representative values of the integer arguments whose specialisation is known (``sslfast.aot``): the
+    statistics (lse, delta) are contiguous along tokens (stride 1, a constant to Triton); without a key mask
+    its stride is passed as 0, without dropout the threshold is 0 (both divisible by 16)."""
+    return {"stride_lt": 1, "stride_mb": 16 if masked else 0, "drop_threshold": 17 if dropout else 0}

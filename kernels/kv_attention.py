@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from .constants import LOG2E, cdiv, head_dim_block
+from .launch import INTERPRETED_TILE, Precision, Tile, split_options
 
 
 @triton.jit
@@ -126,10 +127,10 @@ def kv_attention_combine_kernel(
 # 16-bit entries picked from an sm_90 sweep of BLOCK_N × warps as the widest spill-free tiles (d64: 244
 # registers at 64×4 warps, 128-wide spills; d128: 152 at 32×8, 64×4 spills); not yet timed on a GPU.
 SPLIT_CONFIGS = {
-    ("16", 16): (16, 64, 4, 2), ("16", 32): (16, 64, 4, 2), ("16", 64): (16, 64, 4, 2),
-    ("16", 128): (16, 32, 8, 2), ("16", 256): (16, 32, 4, 2),
-    ("32", 16): (16, 64, 4, 2), ("32", 32): (16, 64, 4, 2), ("32", 64): (16, 64, 4, 2),
-    ("32", 128): (16, 32, 4, 2), ("32", 256): (16, 16, 4, 1),
+    (Precision.HALF, 16): Tile(16, 64, 4, 2), (Precision.HALF, 32): Tile(16, 64, 4, 2), (Precision.HALF, 64): Tile(16, 64, 4, 2),
+    (Precision.HALF, 128): Tile(16, 32, 8, 2), (Precision.HALF, 256): Tile(16, 32, 4, 2),
+    (Precision.SINGLE, 16): Tile(16, 64, 4, 2), (Precision.SINGLE, 32): Tile(16, 64, 4, 2), (Precision.SINGLE, 64): Tile(16, 64, 4, 2),
+    (Precision.SINGLE, 128): Tile(16, 32, 4, 2), (Precision.SINGLE, 256): Tile(16, 16, 4, 1),
 }
 COMBINE_CONFIG = dict(BLOCK_M=16, num_warps=4, num_stages=1)
 MAX_SPLITS = 32
@@ -138,9 +139,8 @@ MAX_SPLITS = 32
 def split_config(block_d: int, dtype: str, interpreted: bool) -> dict:
     """Tile sizes and launch options of the split kernel for a head-dim block and input dtype."""
     if interpreted:
-        return dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
-    block_m, block_n, warps, stages = SPLIT_CONFIGS[("32" if dtype == "fp32" else "16", block_d)]
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
+        return INTERPRETED_TILE.launch()
+    return SPLIT_CONFIGS[(Precision.of(dtype), block_d)].launch()
 
 
 def num_splits(capacity: int, programs: int, block_n: int, multiprocessors: int) -> int:
@@ -162,8 +162,7 @@ def aot_configs():
     for dtype in ("bf16", "fp16", "fp32"):
         for head_dim in (32, 64, 128, 256):
             block_d = head_dim_block(head_dim)
-            launch = split_config(block_d, dtype, False)
-            options = {"num_warps": launch.pop("num_warps"), "num_stages": launch.pop("num_stages")}
+            launch, options = split_options(split_config(block_d, dtype, False))
             ptr = f"*{dtype}"
             signature = {"Q": ptr, "K": ptr, "V": ptr, "LENS": "*i32", "O_PART": "*fp32", "L_PART": "*fp32",
                          **{n: "i32" for n in ints}, "scale": "fp32"}
@@ -177,8 +176,7 @@ def aot_configs():
                                     constexprs=dict(launch, CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_D=block_d,
                                                     NUM_SPLITS=8, UPCAST=False, INPUT_PRECISION="ieee"),
                                     options=options))
-            combine = dict(COMBINE_CONFIG)
-            c_options = {"num_warps": combine.pop("num_warps"), "num_stages": combine.pop("num_stages")}
+            combine, c_options = split_options(COMBINE_CONFIG)
             for decode in (False, True):
                 configs.append(dict(
                     kernel=kv_attention_combine_kernel, archs=AOT_ARCHS,

@@ -18,7 +18,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 
 def _register_source_kernels() -> None:
-    """In a source checkout, map this checkout's ``<repo>/kernels`` to ``sslfast.kernels``.
+    """In a source checkout, map this checkout's ``<repo>/kernels`` to ``sslfast.kernels`` (the other half of the
+    mapping is ``setup.py``'s ``package_dir``; ``kernels/__init__.py`` explains both).
 
     An installed package has ``sslfast/kernels`` already; a checkout (``setup.py`` beside the package)
     imports its own kernels even when another checkout is installed in editable mode.

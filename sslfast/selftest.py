@@ -23,7 +23,7 @@ from sslfast._atomic import atomic_write_text
 from sslfast._dtypes import DTYPES
 from sslfast.ops import _kernel_verdicts
 from sslfast.ops._dispatch import triton_interpreted
-from sslfast.ops._kernel_verdicts import _record, run_variant
+from sslfast.ops._kernel_verdicts import _record, op_source_hash, run_variant
 from sslfast.ops._registry import Variant, specs
 
 __all__ = ["Variant", "variants", "run_variant", "selftest", "main"]
@@ -41,8 +41,8 @@ def _run_variant_job(v: Variant, device: str, shapes: tuple) -> list[dict]:
 
 
 def _load_resumable(json_path: Optional[str], platform: str) -> list[dict]:
-    """The records of an earlier run on this platform (same GPU, versions and kernel sources), without those
-    that said nothing about their kernel."""
+    """The records of an earlier run on this platform (same GPU and versions) for their op's current kernel
+    sources, without those that said nothing about their kernel."""
     if not (json_path and os.path.isfile(json_path)):
         return []
     try:
@@ -52,7 +52,9 @@ def _load_resumable(json_path: Optional[str], platform: str) -> list[dict]:
         return []
     if data.get("platform") != platform:
         return []
-    return [r for r in data.get("records", []) if not r.get("transient")]
+    known_ops = {s.name for s in specs()}
+    return [r for r in data.get("records", []) if not r.get("transient") and r.get("op") in known_ops
+            and r.get("source") == op_source_hash(r["op"])]  # a record of since-edited kernels is checked again
 
 
 def selftest(device: str = "cuda", *, quick: bool = False, ops=None, dtypes=None, json_path: Optional[str] = None,

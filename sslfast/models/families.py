@@ -25,7 +25,7 @@ def family(name: str) -> Family:
 def family_for_model_type(model_type: str) -> Family:
     """The family of a transformers ``model_type`` ("bert", "roberta", "gpt2")."""
     for f in FAMILIES.values():
-        if f.model_type == model_type:
+        if model_type is not None and f.model_type == model_type:
             return f
     raise ValueError(f"sslfast has no family for model_type {model_type!r} (supported: "
                      f"{sorted(f.model_type for f in FAMILIES.values() if f.model_type)})")

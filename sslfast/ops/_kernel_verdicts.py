@@ -66,8 +66,10 @@ def _platform_key(device: torch.device) -> str:
 
 @functools.lru_cache(maxsize=None)
 def op_source_hash(op: str) -> str:
-    """Short hash of what op ``op``'s kernels are: its ``kernels/`` files (the spec's ``kernel_files``) and its
-    package under ``sslfast/ops/`` (launchers, the check). Editing any of them invalidates its cached verdicts."""
+    """Short hash of what op ``op``'s kernels are and how they are judged: its ``kernels/`` files (the spec's
+    ``kernel_files``), its package under ``sslfast/ops/`` (launchers, the check) and what every check shares
+    (``sslfast/testing.py``'s tolerance, the dropout reference, this runner). Editing any of them invalidates its
+    cached verdicts."""
     import importlib
     import sys
     op_spec = spec(op)
@@ -75,6 +77,9 @@ def op_source_hash(op: str) -> str:
     files = [os.path.join(os.path.dirname(kernels.__file__), name) for name in op_spec.kernel_files]
     package = os.path.dirname(sys.modules[op_spec.check.__module__].__file__)
     files += sorted(glob.glob(os.path.join(package, "*.py")))
+    here = os.path.dirname(os.path.abspath(__file__))  # what every check shares: the judge and the runner
+    files += [os.path.join(here, "_philox.py"), os.path.abspath(__file__),
+              os.path.join(os.path.dirname(here), "testing.py")]
     digest = hashlib.sha256()
     for path in files:
         with open(path, "rb") as f:
@@ -176,8 +181,8 @@ _CONTEXT_LOST: list = []  # the error after which this process's CUDA context is
 
 def _record(v: Variant, big: bool, error: float, allowed: float, passed: bool, seconds: float,
             message: Optional[str], transient: bool) -> dict:
-    return {"variant": v.key, "op": v.op, "dtype": v.dtype, "size": v.size, "flags": v.flags,
-            "shapes": "realistic" if big else "small", "max_error": error, "allowed": allowed, "passed": passed,
+    return {"variant": v.key, "op": v.op, "source": op_source_hash(v.op), "dtype": v.dtype, "size": v.size,
+            "flags": v.flags, "shapes": "realistic" if big else "small", "max_error": error, "allowed": allowed, "passed": passed,
             "seconds": round(seconds, 3), "error": message, "transient": transient}
 
 

@@ -17,20 +17,30 @@ class TokenLayout:
     Padded input: ``indices`` (T,) are the real tokens' positions in the flattened B·S grid (``None`` when
     there is no padding). Packed input: ``packed_shape`` is the input's token shape. ``cu_seqlens`` (B+1,)
     int32 and ``max_seqlen`` describe the sequences whenever they are not all full rows (then attention
-    goes through ``varlen_attention``)."""
+    goes through ``varlen_attention``).
+
+    ``from_mask(..., first_token_queries=True)`` also computes position 0 of every row where it is padding (a
+    left-padded row), as transformers does, for the heads that read position 0: such a token is a query only
+    (``query_only`` (T,) marks it), its row attends to the real tokens (``kv_indices``, ``cu_seqlens_k``,
+    ``max_seqlen_k``), and a label there is never scored."""
     batch: int
     seqlen: int
     indices: Optional[torch.Tensor] = None
     cu_seqlens: Optional[torch.Tensor] = None
     max_seqlen: int = 0
     packed_shape: Optional[tuple] = None
+    query_only: Optional[torch.Tensor] = None
+    kv_indices: Optional[torch.Tensor] = None
+    cu_seqlens_k: Optional[torch.Tensor] = None
+    max_seqlen_k: int = 0
 
     # --- construction ---
     @classmethod
     def from_mask(cls, attention_mask: Optional[torch.Tensor], batch: int, seqlen: int, *,
-                  always_index: bool = False) -> "TokenLayout":
+                  always_index: bool = False, first_token_queries: bool = False) -> "TokenLayout":
         """From a (B, S) mask, 1/True at real tokens (any pattern: right, left or holes). One host sync.
-        ``always_index`` keeps ``indices`` and ``cu_seqlens`` even when nothing is padding."""
+        ``always_index`` keeps ``indices`` and ``cu_seqlens`` even when nothing is padding;
+        ``first_token_queries`` computes a padding position 0 as a query (see the class)."""
         if attention_mask is None:
             if not always_index:
                 return cls(batch, seqlen)
@@ -40,12 +50,23 @@ class TokenLayout:
                              f"got {tuple(attention_mask.shape)}")
         mask = attention_mask.bool()
         lengths = mask.sum(-1, dtype=torch.int32)  # (B,)
-        total, longest = torch.stack([lengths.sum(), lengths.max() if batch else lengths.sum()]).tolist()
+        padded_first = (~mask[:, 0]).sum() if first_token_queries and seqlen else lengths.new_zeros(())
+        total, longest, extra = torch.stack([lengths.sum(), lengths.max() if batch else lengths.sum(),
+                                             padded_first]).tolist()
         if total == batch * seqlen and not always_index:
             return cls(batch, seqlen)
-        indices = torch.nonzero_static(mask.flatten(), size=total).flatten()
         cu_seqlens = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))
-        return cls(batch, seqlen, indices, cu_seqlens, longest)
+        if not extra:
+            indices = torch.nonzero_static(mask.flatten(), size=total).flatten()
+            return cls(batch, seqlen, indices, cu_seqlens, longest)
+        computed = mask.clone()
+        computed[:, 0] = True  # (B, S): the real tokens and every position 0
+        indices = torch.nonzero_static(computed.flatten(), size=total + extra).flatten()  # (T,) in grid order
+        query_only = ~mask.flatten().index_select(0, indices)  # (T,)
+        kv_indices = torch.nonzero_static(~query_only, size=total).flatten()  # (total,)
+        cu_q = F.pad(torch.cumsum(computed.sum(-1, dtype=torch.int32), 0, dtype=torch.int32), (1, 0))
+        return cls(batch, seqlen, indices, cu_q, min(seqlen, longest + 1), query_only=query_only,
+                   kv_indices=kv_indices, cu_seqlens_k=cu_seqlens, max_seqlen_k=longest)
 
     @classmethod
     def from_cu_seqlens(cls, cu_seqlens: torch.Tensor, max_seqlen: Optional[int], packed_shape: tuple,
@@ -111,7 +132,13 @@ class TokenLayout:
         """(B, S) bool, True at real tokens, for a padded layout."""
         device = self.indices.device
         flags = torch.zeros(self.batch * self.seqlen, dtype=torch.bool, device=device)
-        return flags.index_fill_(0, self.indices, True).view(self.batch, self.seqlen)
+        real_indices = self.indices if self.query_only is None else self.indices[~self.query_only]
+        return flags.index_fill_(0, real_indices, True).view(self.batch, self.seqlen)
+
+    def pack_labels(self, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        """:meth:`pack` for labels: a query-only padding token's label becomes ``ignore_index``."""
+        packed = self.pack(labels)
+        return packed if self.query_only is None else packed.masked_fill(self.query_only, ignore_index)
 
     def sequence_positions(self, device) -> torch.Tensor:
         """(T,) position of every real token inside its own sequence (varlen layouts)."""
@@ -127,7 +154,8 @@ class TokenLayout:
         return batch_of * self.max_seqlen + self.sequence_positions(lengths.device)
 
     def first_tokens(self, packed: torch.Tensor) -> torch.Tensor:
-        """(B, ...) each sequence's position 0 (as HF: position 0 even where it is padding, which gives 0)."""
+        """(B, ...) each sequence's position 0, as HF reads it: where it is padding, its computed state when the
+        layout computed it (``first_token_queries``), else 0."""
         if self.packed_shape is not None:
             return packed.index_select(0, self.cu_seqlens[:-1].long())
         if self.indices is not None:

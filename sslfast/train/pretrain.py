@@ -103,8 +103,8 @@ def add_config_flags(p: argparse.ArgumentParser, config_class=PretrainConfig, he
 
 
 def add_pretrain_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("pretrain", help="pretrain a model: BERT (MLM, NSP, SOP), GPT-2 (causal LM) or an auto-encoder "
-                                         "(ae, dae, vae, vqvae)",
+    p = sub.add_parser("pretrain", help="pretrain a model: BERT (MLM, NSP, SOP), RoBERTa (MLM), GPT-2 (causal LM) or "
+                                         "an auto-encoder (ae, dae, vae, vqvae)",
                        description="Pretrain a model on the embedded corpus or your data. Under torchrun, "
                                    "runs DistributedDataParallel (or FSDP2 with --fsdp) on every process.",
                        argument_default=argparse.SUPPRESS)

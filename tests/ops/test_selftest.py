@@ -217,3 +217,7 @@ def test_resume_keeps_only_this_platforms_conclusive_records(tmp_path, monkeypat
     data["platform"] = "another-gpu"  # another platform's results are not resumed
     out.write_text(json.dumps(data))
     assert len(selftest("cpu", **kw)) == 3 and len(checked) == 7
+    data = json.loads(out.read_text())
+    data["records"][1]["source"] = "edited-kernel"  # recorded for other kernel sources: checked again
+    out.write_text(json.dumps(data))
+    assert len(selftest("cpu", **kw)) == 3 and len(checked) == 8

@@ -86,6 +86,35 @@ def test_finetune_from_a_checkpoint_learns_keeps_the_best_and_writes_results(tmp
         assert clf(text)[0]["label"] == ("positive" if logits[1] > logits[0] else "negative")
 
 
+def test_a_roberta_checkpoint_finetunes_with_its_own_heads_and_tokenizer(tmp_path, sentiment_csv):
+    """A RoBERTa checkpoint (byte-level BPE with <s> </s> <pad>) loads into RoBERTa's classifier: its encoder
+    weights arrive, it learns the task, transformers reads the result."""
+    from sslfast.models import RobertaConfig, RobertaForMaskedLM, RobertaForSequenceClassification
+    tokenizer = D.train_tokenizer([[t] for t, _ in _texts(1, 200)], "roberta-bpe", vocab_size=400, show_progress=False)
+    special = D.special_tokens(tokenizer)
+    torch.manual_seed(5)
+    pretrained = RobertaForMaskedLM(RobertaConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64 + special.pad + 1, pad_token_id=special.pad,
+        type_vocab_size=1))
+    path = tmp_path / "roberta"
+    pretrained.save_pretrained(path)
+    D.save_tokenizer(tokenizer, path, model_max_length=64)
+    out = str(tmp_path / "run")
+    result = finetune(_config(str(path), sentiment_csv, out, text_column="sentence", max_length=48))
+    assert result["validation"]["accuracy"] >= 0.9 and result["test"]["accuracy"] >= 0.75, result
+    best = RobertaForSequenceClassification.from_pretrained(os.path.join(out, "best"))
+    assert best.config.model_type == "roberta" and best.config.id2label == {0: "negative", 1: "positive"}
+    import transformers
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(os.path.join(out, "best")).eval()
+    assert type(hf).__name__ == "RobertaForSequenceClassification"
+    enc = transformers.AutoTokenizer.from_pretrained(os.path.join(out, "best"))(["a great film", "awful plot"],
+                                                                               padding=True, return_tensors="pt")
+    torch.testing.assert_close(best(**enc).logits, hf(**enc).logits, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="max_position_embeddings 66 \\(less the 2 rows"):
+        finetune(_config(str(path), sentiment_csv, None, text_column="sentence", max_length=66))
+
+
 def test_the_checkpoint_weights_are_loaded_and_from_scratch_are_not(sentiment_csv, checkpoint):
     from sslfast.train.distributed import init_distributed
     from sslfast.train.tasks.finetune import FinetuneTask

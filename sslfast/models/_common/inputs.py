@@ -11,8 +11,10 @@ from sslfast.ops.token_layout import TokenLayout
 __all__ = ["token_layout", "reject_unsupported", "unpack_states"]
 
 
-def token_layout(input_ids, inputs_embeds, attention_mask, cu_seqlens, max_seqlen, vocab_size) -> TokenLayout:
-    """Check the inputs (exactly one of ids / embeddings, shapes, ids in range) and find the real tokens."""
+def token_layout(input_ids, inputs_embeds, attention_mask, cu_seqlens, max_seqlen, vocab_size, *,
+                 first_token_queries: bool = False) -> TokenLayout:
+    """Check the inputs (exactly one of ids / embeddings, shapes, ids in range) and find the real tokens
+    (``first_token_queries``: and a padding position 0, for heads that read it; see :class:`TokenLayout`)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
     ref = input_ids if input_ids is not None else inputs_embeds
@@ -33,7 +35,7 @@ def token_layout(input_ids, inputs_embeds, attention_mask, cu_seqlens, max_seqle
             raise ValueError(f"input_ids must be in [0, {vocab_size}), got values in [{lo}, {hi}]")
     if cu_seqlens is not None:
         return TokenLayout.from_cu_seqlens(cu_seqlens, max_seqlen, tuple(ref.shape[:token_dims]), ref.device)
-    return TokenLayout.from_mask(attention_mask, *ref.shape[:2])
+    return TokenLayout.from_mask(attention_mask, *ref.shape[:2], first_token_queries=first_token_queries)
 
 
 def reject_unsupported(family: str, why: str, **flags) -> None:

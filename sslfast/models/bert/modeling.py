@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sslfast.constants import IGNORE_INDEX
 from sslfast.models._common.activations import activation
 from sslfast.models._common.base import PreTrainedModel
 from sslfast.models._common.classification import (
@@ -100,6 +101,10 @@ def self_attention(module: nn.Module, x: torch.Tensor, layout: TokenLayout, num_
     p = dropout_p if module.training else 0.0
     if layout.varlen:
         cu, m = layout.cu_seqlens, layout.max_seqlen
+        if layout.kv_indices is not None:  # query-only padding tokens (position 0 of left-padded rows)
+            k, v = k.index_select(0, layout.kv_indices), v.index_select(0, layout.kv_indices)
+            return varlen_attention(q, k, v, cu, layout.cu_seqlens_k, m, layout.max_seqlen_k, dropout_p=p,
+                                    check_cu_seqlens=False).reshape(t, d)
         return varlen_attention(q, k, v, cu, cu, m, m, dropout_p=p, check_cu_seqlens=False).reshape(t, d)
     b, s = layout.batch, layout.seqlen
     q, k, v = (z.view(b, s, num_heads, d // num_heads).transpose(1, 2) for z in (q, k, v))  # (B, H, S, hd)
@@ -293,13 +298,16 @@ class BertModel(BertPreTrainedModel):
         self.embeddings.word_embeddings = embeddings
 
     def encode(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
-               inputs_embeds=None, output_hidden_states=False, cu_seqlens=None, max_seqlen=None):
+               inputs_embeds=None, output_hidden_states=False, cu_seqlens=None, max_seqlen=None,
+               first_token: bool = False):
         """The packed encoder output (T, D), its :class:`TokenLayout` and, if asked, every layer's (T, D).
 
         Input is a padded batch (B, S) with an optional ``attention_mask``, or, with ``cu_seqlens``
-        (B+1,), sequences already packed as (T,) or (1, T) (``max_seqlen``: the longest, optional)."""
+        (B+1,), sequences already packed as (T,) or (1, T) (``max_seqlen``: the longest, optional).
+        ``first_token``: a head reads position 0, so where it is padding (left padding) it is computed too,
+        as transformers computes it (a query over the row's real tokens)."""
         layout = token_layout(input_ids, inputs_embeds, attention_mask, cu_seqlens, max_seqlen,
-                              self.embeddings.word_embeddings.num_embeddings)
+                              self.embeddings.word_embeddings.num_embeddings, first_token_queries=first_token)
         if position_ids is None:
             position_ids = self.default_position_ids(layout, input_ids, inputs_embeds)
         x = embed(self.embeddings, layout, input_ids, token_type_ids, position_ids, inputs_embeds)  # (T, D)
@@ -325,7 +333,8 @@ class BertModel(BertPreTrainedModel):
                            encoder_attention_mask=encoder_attention_mask is not None,
                            past_key_values=past_key_values is not None, use_cache=use_cache)
         packed, layout, states = self.encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                             inputs_embeds, output_hidden_states, cu_seqlens, max_seqlen)
+                                             inputs_embeds, output_hidden_states, cu_seqlens, max_seqlen,
+                                             first_token=self.pooler is not None)
         return self.output(BaseModelOutputWithPooling, return_dict, last_hidden_state=layout.unpack(packed),
                            pooler_output=self.pool(packed, layout), hidden_states=unpack_states(states, layout))
 
@@ -380,7 +389,7 @@ def mlm_outputs(model, head, packed, layout, labels, return_logits, num_items_in
         layout.check("labels", labels)
         if labels.dim() != (len(layout.packed_shape) if layout.packed_shape else 2):
             raise ValueError(f"labels must have the input's token shape, got {tuple(labels.shape)}")
-        loss = head.loss(packed, layout.pack(labels), num_items_in_batch=num_items_in_batch)
+        loss = head.loss(packed, layout.pack_labels(labels, IGNORE_INDEX), num_items_in_batch=num_items_in_batch)
     logits = layout.unpack(head(packed)) if model.wants_logits(labels, return_logits) else None
     return loss, logits
 
@@ -428,7 +437,8 @@ class BertForPreTraining(BertPreTrainedModel):
         reject_unsupported(self.display_name, UNSUPPORTED_WHY, output_attentions=output_attentions,
                            head_mask=head_mask is not None)
         packed, layout, states = self.base_model.encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                                  inputs_embeds, output_hidden_states, cu_seqlens, max_seqlen)
+                                                        inputs_embeds, output_hidden_states, cu_seqlens, max_seqlen,
+                                                        first_token=True)  # the pair head reads position 0
         mlm_loss, logits = mlm_outputs(self, self.mlm_head, packed, layout, labels, return_logits,
                                        num_items_in_batch)
         pair_logits = self.cls.seq_relationship(self.base_model.pool(packed, layout))  # (B, 2)
@@ -463,7 +473,8 @@ class BertForSequenceClassification(BertPreTrainedModel):
         reject_unsupported(self.display_name, UNSUPPORTED_WHY, output_attentions=output_attentions,
                            head_mask=head_mask is not None)
         packed, layout, states = self.base_model.encode(input_ids, attention_mask, token_type_ids, position_ids,
-                                                  inputs_embeds, output_hidden_states, cu_seqlens, max_seqlen)
+                                                        inputs_embeds, output_hidden_states, cu_seqlens, max_seqlen,
+                                                        first_token=True)  # the head reads position 0
         logits = self.classify(packed, layout)  # (B, num_labels)
         loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
         return self.output(SequenceClassifierOutput, return_dict, loss=loss, logits=logits,
@@ -552,14 +563,15 @@ class BertForMultipleChoice(BertPreTrainedModel):
                            head_mask=head_mask is not None)
         ref = input_ids if input_ids is not None else inputs_embeds
         if ref is None or ref.dim() < 3:
-            raise ValueError("BertForMultipleChoice expects (batch, num_choices, seq_len) inputs")
+            raise ValueError(f"{type(self).__name__} expects (batch, num_choices, seq_len) inputs")
         choices = ref.shape[1]
 
         def flat(t, keep_last=1):
             return None if t is None else t.reshape(-1, *t.shape[-keep_last:])
 
         packed, layout, states = self.base_model.encode(flat(input_ids), flat(attention_mask), flat(token_type_ids),
-                                                  flat(position_ids), flat(inputs_embeds, 2), output_hidden_states)
+                                                        flat(position_ids), flat(inputs_embeds, 2),
+                                                        output_hidden_states, first_token=True)
         logits = self.classifier(self.dropout(self.base_model.pool(packed, layout))).view(-1, choices)
         loss = None if labels is None else F.cross_entropy(logits, labels.view(-1))
         return self.output(MultipleChoiceModelOutput, return_dict, loss=loss, logits=logits,

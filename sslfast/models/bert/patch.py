@@ -15,6 +15,7 @@ import types
 import torch
 import torch.utils.checkpoint
 
+from sslfast.constants import IGNORE_INDEX
 from sslfast.models._common.attention import register_attention
 from sslfast.models._common.lm_loss import labelled_rows_loss
 from sslfast.models.bert.modeling import embed, run_encoder, token_layout
@@ -27,7 +28,8 @@ def packed_encoder(bert, input_ids=None, attention_mask=None, token_type_ids=Non
     """(packed (T, D), layout, per-layer states or None) of a transformers ``BertModel`` (or a variant's:
     ``default_position_ids(layout, input_ids, inputs_embeds)`` gives its positions when none are passed)."""
     layout = token_layout(input_ids, inputs_embeds, attention_mask, None, None,
-                          bert.embeddings.word_embeddings.num_embeddings)
+                          bert.embeddings.word_embeddings.num_embeddings,
+                          first_token_queries=True)  # transformers' heads may read position 0 of the output
     if position_ids is None and default_position_ids is not None:
         position_ids = default_position_ids(layout, input_ids, inputs_embeds)
     x = embed(bert.embeddings, layout, input_ids, token_type_ids, position_ids, inputs_embeds)  # (T, D)
@@ -93,7 +95,7 @@ def _mlm_forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
     loss = None
     if labels is not None:
         layout.check("labels", labels)
-        loss = labelled_rows_loss(packed, layout.pack(labels), head.decoder.weight, head.decoder.bias,
+        loss = labelled_rows_loss(packed, layout.pack_labels(labels, IGNORE_INDEX), head.decoder.weight, head.decoder.bias,
                                   transform=head.transform, projection=head.decoder,
                                   num_items_in_batch=None if pretraining else num_items_in_batch)
     wants_logits = labels is None or (not self.training if return_logits is None else bool(return_logits))

@@ -26,7 +26,8 @@ def _build_config(fields, vocab_size, max_length, special):
 ROBERTA = Family(
     name="roberta", display_name="RoBERTa", config_class=RobertaConfig, objectives={"mlm": RobertaForMaskedLM},
     sizes=BERT_SIZES, task="masked-lm", tokenizer_kind="roberta-bpe", model_type="roberta", patch=patch_roberta,
-    auto_classes={"AutoModel": RobertaModel, "AutoModelForMaskedLM": RobertaForMaskedLM,
+    auto_classes={"AutoModel": RobertaModel, "AutoModelForPreTraining": RobertaForMaskedLM,  # as transformers
+                  "AutoModelForMaskedLM": RobertaForMaskedLM,
                   "AutoModelForSequenceClassification": RobertaForSequenceClassification,
                   "AutoModelForTokenClassification": RobertaForTokenClassification,
                   "AutoModelForQuestionAnswering": RobertaForQuestionAnswering,

@@ -6,6 +6,7 @@ import functools
 
 import torch.nn.functional as F
 
+from sslfast.constants import IGNORE_INDEX
 from sslfast.models._common.attention import register_attention
 from sslfast.models._common.lm_loss import labelled_rows_loss
 from sslfast.models.bert.patch import (
@@ -41,7 +42,7 @@ def _mlm_forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
     loss = None
     if labels is not None:
         layout.check("labels", labels)
-        loss = labelled_rows_loss(packed, layout.pack(labels), head.decoder.weight, head.bias,
+        loss = labelled_rows_loss(packed, layout.pack_labels(labels, IGNORE_INDEX), head.decoder.weight, head.bias,
                                   transform=lambda x: head.layer_norm(F.gelu(head.dense(x))),
                                   projection=head.decoder, num_items_in_batch=num_items_in_batch)
     wants_logits = labels is None or (not self.training if return_logits is None else bool(return_logits))

@@ -12,13 +12,10 @@ import torch
 
 import sslfast.data as D
 from sslfast.data.downstream import load_task
-from sslfast.models import (
-    BertConfig,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-)
+from sslfast.models import BertConfig
 from sslfast.models._common.hub import CheckpointError, load_config, read_state_dict
-from sslfast.models.bert.family import BERT_SIZES
+from sslfast.models.bert.family import BERT, BERT_SIZES
+from sslfast.models.families import family_for_model_type
 from sslfast.train.config import ConfigError
 from sslfast.train.scores import task_scores
 from sslfast.train.tasks.base import unwrap
@@ -102,9 +99,15 @@ class _Collate:
 
 
 class FinetuneTask(BertTask):
-    """``config`` is a :class:`~sslfast.train.finetune.FinetuneConfig`. A BERT with a task head: the encoder's
-    layers, FLOP count and final save are BertTask's; the data, loss and evaluation are the task's."""
+    """``config`` is a :class:`~sslfast.train.finetune.FinetuneConfig`. A model of the BERT family (BERT,
+    RoBERTa) with a task head: the encoder's layers, FLOP count and final save are the masked-LM task's; the
+    data, loss and evaluation are the task's."""
     name = "finetune"
+    _family = BERT  # the checkpoint's family, set by prepare()
+
+    @property
+    def family(self):
+        return self._family
 
     def prepare(self, out_dir: Optional[str], resume_path) -> None:
         cfg = self.config
@@ -112,15 +115,18 @@ class FinetuneTask(BertTask):
             cfg.task, text_column=cfg.text_column, text_pair_column=cfg.text_pair_column, label_column=cfg.label_column)
         task = self.task
         self.tokenizer, self.model_config, self.source = self._model_source(task)
-        if self.model_config.model_type != "bert":
-            raise ConfigError(f"--model: fine-tuning supports BERT-family checkpoints (model_type 'bert'); this one "
-                              f"is {self.model_config.model_type!r}")
+        if self.family.task != "masked-lm":
+            raise ConfigError(f"--model: fine-tuning supports BERT-family checkpoints (model_type 'bert' or "
+                              f"'roberta'); this one is {self.model_config.model_type!r}")
         special = D.special_tokens(self.tokenizer)
         special.require("cls", "sep", "pad", purpose="fine-tuning")
         length = cfg.max_length
         limit = getattr(self.model_config, "max_position_embeddings", None)
-        if limit is not None and length > limit:
-            raise ConfigError(f"--max-length {length} exceeds the model's max_position_embeddings {limit}")
+        if limit is not None and self.family.position_rows(self.model_config, length) > limit:
+            raise ConfigError(f"--max-length {length} exceeds the model's max_position_embeddings {limit}"
+                              + ("" if self.family.position_rows(self.model_config, 0) == 0 else
+                                 f" (less the {self.family.position_rows(self.model_config, 0)} rows before the "
+                                 f"first position)"))
         train = task["train"].subset(cfg.max_train_examples)
         self.train_dataset = _Examples(self.tokenizer, train, task.kind, length)
         self.eval_dataset = _Examples(self.tokenizer, task["validation"].subset(cfg.max_eval_examples), task.kind, length)
@@ -169,7 +175,14 @@ class FinetuneTask(BertTask):
             source = f"scratch:{size}"
         else:
             directory = resolve_checkpoint(cfg.model)
-            config = load_config(directory, BertConfig)
+            with open(os.path.join(directory, "config.json")) as f:
+                model_type = json.load(f).get("model_type")
+            try:
+                self._family = family_for_model_type(model_type)
+            except ValueError:
+                raise ConfigError(f"--model: fine-tuning supports BERT-family checkpoints (model_type 'bert' or "
+                                  f"'roberta'); {directory} holds {model_type!r}") from None
+            config = load_config(directory, self._family.config_class)
             tokenizer_dir = directory if cfg.tokenizer == "train" else cfg.tokenizer
             try:
                 tokenizer = D.load_tokenizer(tokenizer_dir)
@@ -188,7 +201,8 @@ class FinetuneTask(BertTask):
         return tokenizer, config, source
 
     def build_model(self):
-        cls = BertForTokenClassification if self.task.kind == "token-classification" else BertForSequenceClassification
+        head = "TokenClassification" if self.task.kind == "token-classification" else "SequenceClassification"
+        cls = self.family.auto_classes[f"AutoModelFor{head}"]
         if self.config.model.startswith("scratch:") or self.config.from_scratch:
             return cls(copy.deepcopy(self.model_config))
         import warnings

@@ -30,11 +30,13 @@ def make_config(size, **extra):
     return transformers.BertConfig(**values)
 
 
-def make_batch(config, b=4, s=17, choices=None):
-    """Right-padded batch with random lengths (one full, one of length 1), random ids and token types."""
+def make_batch(config, b=4, s=17, choices=None, side="right"):
+    """Padded batch (right or left) with random lengths (one full, one of length 1), random ids and token
+    types."""
     lengths = torch.randint(1, s + 1, (b,))
     lengths[0], lengths[-1] = s, 1
-    mask = (torch.arange(s)[None] < lengths[:, None]).long()
+    columns = torch.arange(s)[None]
+    mask = (columns < lengths[:, None] if side == "right" else columns >= s - lengths[:, None]).long()
     ids = torch.randint(1, config.vocab_size, (b, s)) * mask
     types = torch.randint(0, config.type_vocab_size, (b, s)) * mask
     batch = dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
@@ -89,13 +91,14 @@ def assert_close_on_real_tokens(hf_out, ours_out, mask, key, exact_out=None):
         assert_within_torch_error(b, a, e, what=key)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("size", sorted(SIZES))
 @pytest.mark.parametrize("name", CLASSES)
-def test_outputs_losses_and_gradients_match_transformers(name, size, seed):
+def test_outputs_losses_and_gradients_match_transformers(name, size, side, seed):
     config = make_config(size, num_labels=3 if name != "BertForQuestionAnswering" else 2)
     hf, ours = pair(name, config)
     choices = 2 if name == "BertForMultipleChoice" else None
-    batch = make_batch(config, b=4, choices=choices)
+    batch = make_batch(config, b=4, choices=choices, side=side)
     # QA: transformers scores padding positions in its softmax, sslfast masks them: compare losses unpadded
     if name == "BertForQuestionAnswering":
         batch["attention_mask"] = torch.ones_like(batch["attention_mask"])

@@ -14,8 +14,6 @@ from tests.helpers import assert_grads_match, assert_within_torch_error  # noqa:
 
 CLASSES = ["RobertaModel", "RobertaForMaskedLM", "RobertaForSequenceClassification",
            "RobertaForTokenClassification", "RobertaForQuestionAnswering", "RobertaForMultipleChoice"]
-FIRST_TOKEN_HEADS = {"RobertaModel": "pooler_output", "RobertaForSequenceClassification": "logits",
-                     "RobertaForMultipleChoice": "logits"}  # read position 0: padding in a left-padded row
 PAD = 1
 
 
@@ -74,9 +72,6 @@ def test_outputs_losses_and_gradients_match_transformers(name, side, seed):
     config = make_config(num_labels=2 if name == "RobertaForQuestionAnswering" else 3)
     hf = getattr(transformers, name)(config).train()  # dropout 0: a deterministic training step
     ours = getattr(models, name).from_pretrained(hf).train()
-    if side == "left" and name in FIRST_TOKEN_HEADS:
-        pytest.skip("a left-padded row's position 0 is padding, which sslfast never computes (README: deliberate "
-                    "differences); test_first_token_heads_on_left_padding checks what it returns instead")
     batch = make_batch(config, side, choices=2 if name == "RobertaForMultipleChoice" else None)
     if name == "RobertaForQuestionAnswering":  # transformers scores padding in its softmax, sslfast masks it
         batch["attention_mask"] = torch.ones_like(batch["attention_mask"])
@@ -100,19 +95,22 @@ def test_outputs_losses_and_gradients_match_transformers(name, side, seed):
     assert_grads_match(hf, ours, exact=exact)
 
 
-def test_first_token_heads_on_left_padding(seed):
-    """Rows whose position 0 is real match transformers; a row whose position 0 is padding gets the head of
-    a zero vector (transformers runs the padding token through every layer and reads it)."""
+def test_first_token_heads_compute_a_padding_position_0_as_transformers(seed):
+    """A left-padded row's position 0 is padding: the classification head reads it, so it is computed there as
+    transformers computes it (a query over the row's real tokens), and only for such heads."""
     config = make_config()
     hf = transformers.RobertaForSequenceClassification(config).eval()
     ours = models.RobertaForSequenceClassification.from_pretrained(hf)
     batch = make_batch(config, "left")
-    a, b = hf(**batch).logits, ours(**batch).logits
-    full = batch["attention_mask"][:, 0].bool()
-    assert full.any() and (~full).any()
-    torch.testing.assert_close(b[full], a[full], rtol=1e-5, atol=1e-5)
-    zero = ours.classifier(torch.zeros(1, config.hidden_size))
-    torch.testing.assert_close(b[~full], zero.expand(int((~full).sum()), -1))
+    padded_first = ~batch["attention_mask"][:, 0].bool()
+    assert padded_first.any() and (~padded_first).any()
+    a, b = hf(**batch, output_hidden_states=True), ours(**batch, output_hidden_states=True)
+    torch.testing.assert_close(b.logits, a.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.hidden_states[-1][padded_first, 0], a.hidden_states[-1][padded_first, 0],
+                               rtol=1e-5, atol=1e-5)
+    masked_lm = models.RobertaForMaskedLM(config).eval()  # no head reads position 0: padding is not computed
+    out = masked_lm(**batch, output_hidden_states=True)
+    assert (out.hidden_states[-1][padded_first, 0] == 0).all()
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -198,9 +196,6 @@ def test_patch_runs_transformers_roberta_unpadded(name, side, monkeypatch, seed)
     reference = copy.deepcopy(hf)
     assert sslfast.patch(hf) is hf
     batch = make_batch(config, side)
-    if name == "RobertaForSequenceClassification":
-        batch["attention_mask"][:, 0] = 1  # position 0 real in every row (see the first-token heads test)
-        batch["input_ids"][:, 0] = 0
     extra = labels_for(name, config, batch)
     a, b = reference(**batch, **extra), hf(**batch, **extra)
     assert len(calls) == config.num_hidden_layers  # the unpadded path ran
@@ -251,3 +246,16 @@ def test_pretrain_roberta_mlm_end_to_end(tmp_path):
     assert result is not None
     with pytest.raises(ValueError, match="objective"):
         PretrainConfig(model="roberta", objective="mlm+nsp", max_steps=1).validate()
+
+
+def test_the_family_table_drives_the_runner_patch_and_auto_classes():
+    from sslfast.models.families import FAMILIES, family_for_model_type
+    from sslfast.models.patch import PATCHES
+    from sslfast.train.config import DEFAULT_OBJECTIVE, MODELS, OBJECTIVES
+    assert family_for_model_type("roberta") is FAMILIES["roberta"] and "roberta" in MODELS
+    assert OBJECTIVES["roberta"] == ("mlm",) and DEFAULT_OBJECTIVE["roberta"] == "mlm"
+    assert DEFAULT_OBJECTIVE["bert"] == "mlm+nsp" and OBJECTIVES["bert"] == ("mlm", "mlm+nsp", "mlm+sop")
+    assert set(PATCHES) == {"bert", "roberta", "gpt2"}
+    assert models.AutoModelForPreTraining.classes["roberta"] is models.RobertaForMaskedLM  # as transformers
+    with pytest.raises(ValueError, match="no family for model_type None"):
+        family_for_model_type(None)  # a config.json without model_type is no auto-encoder
