@@ -19,7 +19,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sslfast.models._common.classification import classifier_dropout
-from sslfast.models._common.lm_loss import labelled_rows_loss
 from sslfast.models.bert.modeling import (
     BertEmbeddings,
     BertEncoder,
@@ -28,6 +27,7 @@ from sslfast.models.bert.modeling import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
+    BertLMPredictionHead,
     BertModel,
     BertPooler,
     BertPreTrainedModel,
@@ -82,12 +82,7 @@ class RobertaPreTrainedModel(BertPreTrainedModel):
     display_name = "RoBERTa"
     lm_head_path = "lm_head"
     _tied_weights = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
-                     "lm_head.decoder.bias": "lm_head.bias"}
-
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, RobertaLMHead):
-            nn.init.zeros_(module.bias)
+                     "lm_head.decoder.bias": "lm_head.bias"}  # the head's bias is zeroed as BERT's (a subclass)
 
 
 class RobertaModel(RobertaPreTrainedModel, BertModel):
@@ -105,11 +100,12 @@ class RobertaModel(RobertaPreTrainedModel, BertModel):
                                     self.embeddings.position_embeddings.num_embeddings)
 
 
-class RobertaLMHead(nn.Module):
-    """dense → GELU → layer_norm → decoder (tied to the word embeddings), with its own bias."""
+class RobertaLMHead(BertLMPredictionHead):
+    """dense → GELU → layer_norm → decoder (tied to the word embeddings), with its own bias: BERT's head (its
+    forward and fused loss) with RoBERTa's module names and its fixed GELU."""
 
     def __init__(self, config):
-        super().__init__()
+        nn.Module.__init__(self)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
@@ -117,14 +113,6 @@ class RobertaLMHead(nn.Module):
 
     def transform(self, x):  # (..., D) -> (..., D)
         return self.layer_norm(F.gelu(self.dense(x)))
-
-    def forward(self, x):  # (..., D) -> (..., V) logits
-        return self.decoder(self.transform(x))
-
-    def loss(self, x, labels, num_items_in_batch=None):
-        """CE over the labelled rows of x (T, D), the head run on those rows only, no T×V logits."""
-        return labelled_rows_loss(x, labels, self.decoder.weight, self.bias, transform=self.transform,
-                                  projection=self.decoder, num_items_in_batch=num_items_in_batch)
 
 
 class RobertaClassificationHead(nn.Module):

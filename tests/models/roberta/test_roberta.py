@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 import sslfast  # noqa: E402
 import sslfast.models as models  # noqa: E402
 from tests.helpers import assert_grads_match, assert_within_torch_error  # noqa: E402
+from tests.models.bert.test_bert import labels_for as bert_labels_for  # noqa: E402
 
 CLASSES = ["RobertaModel", "RobertaForMaskedLM", "RobertaForSequenceClassification",
            "RobertaForTokenClassification", "RobertaForQuestionAnswering", "RobertaForMultipleChoice"]
@@ -39,20 +40,8 @@ def make_batch(config, side, b=4, s=17, choices=None):
 
 
 def labels_for(name, config, batch):
-    mask = batch["attention_mask"]
-    b = mask.shape[0]
-    if name == "RobertaForMaskedLM":
-        return dict(labels=torch.where((torch.rand(mask.shape) < 0.3) & mask.bool(),
-                                       torch.randint(0, config.vocab_size, mask.shape), -100))
-    if name == "RobertaForSequenceClassification":
-        return dict(labels=torch.randint(0, config.num_labels, (b,)))
-    if name == "RobertaForTokenClassification":
-        return dict(labels=torch.where(mask.bool(), torch.randint(0, config.num_labels, mask.shape), -100))
-    if name == "RobertaForQuestionAnswering":
-        return dict(start_positions=torch.randint(0, 3, (b,)), end_positions=torch.randint(0, 3, (b,)))
-    if name == "RobertaForMultipleChoice":
-        return dict(labels=torch.randint(0, mask.shape[1], (b,)))
-    return {}
+    """BERT's labels for the same head (RoBERTa has no pre-training head)."""
+    return bert_labels_for(name.replace("Roberta", "Bert"), config, batch)
 
 
 def compare(hf_out, ours_out, exact_out, mask, keys):
