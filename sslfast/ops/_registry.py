@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterable, Optional
 
-__all__ = ["Variant", "OpSpec", "register", "spec", "specs", "variant_of"]
+__all__ = ["Variant", "OpSpec", "register", "spec", "specs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,3 @@ def specs(names: Optional[Iterable[str]] = None) -> list[OpSpec]:
         return list(_SPECS.values())
     return [spec(n) for n in names]
 
-
-def variant_of(name: str, **call) -> Variant:
-    """The variant of a call of op ``name`` (its spec's ``variant_of``)."""
-    return spec(name).variant_of(**call)

@@ -50,9 +50,11 @@ class TokenLayout:
                              f"got {tuple(attention_mask.shape)}")
         mask = attention_mask.bool()
         lengths = mask.sum(-1, dtype=torch.int32)  # (B,)
-        padded_first = (~mask[:, 0]).sum() if first_token_queries and seqlen else lengths.new_zeros(())
-        total, longest, extra = torch.stack([lengths.sum(), lengths.max() if batch else lengths.sum(),
-                                             padded_first]).tolist()
+        counts = [lengths.sum(), lengths.max() if batch else lengths.sum()]
+        if first_token_queries and seqlen:  # rows whose position 0 is padding, in the same host sync
+            counts.append((~mask[:, 0]).sum())
+        total, longest, *rest = torch.stack(counts).tolist()
+        extra = rest[0] if rest else 0
         if total == batch * seqlen and not always_index:
             return cls(batch, seqlen)
         cu_seqlens = F.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))

@@ -95,8 +95,8 @@ def _mlm_forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
     loss = None
     if labels is not None:
         layout.check("labels", labels)
-        loss = labelled_rows_loss(packed, layout.pack_labels(labels, IGNORE_INDEX), head.decoder.weight, head.decoder.bias,
-                                  transform=head.transform, projection=head.decoder,
+        loss = labelled_rows_loss(packed, layout.pack_labels(labels, IGNORE_INDEX), head.decoder.weight,
+                                  head.decoder.bias, transform=head.transform, projection=head.decoder,
                                   num_items_in_batch=None if pretraining else num_items_in_batch)
     wants_logits = labels is None or (not self.training if return_logits is None else bool(return_logits))
     logits = layout.unpack(head(packed)) if wants_logits else None
