@@ -2,8 +2,9 @@
 
 The C++ extension ``sslfast._C`` (pybind11 through torch's cpp_extension, OpenMP) holds the CPU kernels and
 is built on every machine; the GPU kernels are Triton, compiled at run time. The repository's
-``kernels/`` folder ships as ``sslfast.kernels`` so it is never importable as a top-level ``kernels``
-module (transformers imports any module of that name).
+``kernels/`` folder ships as ``sslfast.kernels`` (``package_dir``) so it is never importable as a top-level
+``kernels`` module (transformers imports any module of that name); in a source checkout the package
+``sslfast/kernels/__init__.py`` points there itself.
 """
 import glob
 import os
@@ -34,8 +35,8 @@ setup(
     version="0.1.0",
     description="Fused GPU/CPU kernels and drop-in fast models for self-supervised learning",
     python_requires=">=3.10",
-    packages=find_packages(include=["sslfast", "sslfast.*"]) + ["sslfast.kernels"],
-    package_dir={"sslfast": "sslfast", "sslfast.kernels": "kernels"},
+    packages=find_packages(include=["sslfast", "sslfast.*"]),  # sslfast.kernels included
+    package_dir={"sslfast": "sslfast", "sslfast.kernels": "kernels"},  # see sslfast/kernels/__init__.py
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     install_requires=["torch>=2.11", "numpy", "tokenizers>=0.20", "tqdm", "pyyaml", "safetensors"],

@@ -55,6 +55,22 @@ def test_transformers_and_bert_run_where_a_kernels_folder_shadows_the_hub_packag
 def test_kernels_are_a_subpackage():
     import sslfast.kernels.vq_lookup as mod
     assert mod.__name__ == "sslfast.kernels.vq_lookup"
+    here = os.path.dirname(os.path.dirname(os.path.abspath(sslfast.__file__)))
+    assert os.path.samefile(mod.__file__, os.path.join(here, "kernels", "vq_lookup.py")), \
+        "a checkout must run its own kernels/ folder"
+
+
+def test_a_build_ships_kernels_as_sslfast_kernels_only(tmp_path):
+    """What ``pip install .`` copies: every file of kernels/ under sslfast/kernels, no top-level kernels."""
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-d", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["sslfast"]
+    shipped = {f for f in os.listdir(tmp_path / "sslfast" / "kernels") if f.endswith(".py")}
+    assert shipped == {f for f in os.listdir(os.path.join(REPO, "kernels")) if f.endswith(".py")}
+    with open(tmp_path / "sslfast" / "kernels" / "__init__.py") as built, \
+            open(os.path.join(REPO, "kernels", "__init__.py")) as source:
+        assert built.read() == source.read(), "the checkout's path stub was installed instead of kernels/"
 
 
 def test_available_backends_reports_cpp_and_torch():

@@ -1,27 +1,32 @@
-"""Which ops have benchmark cases: one module per op under ``sslfast.bench.cases``."""
+"""Which ops have benchmark cases: every module of ``sslfast.bench.cases`` names the bench ops it serves in
+``BENCH_OPS`` and defines ``cases(quick: bool, device: str) -> list[Case]`` (and optionally
+``unavailable_reason``). A new op or model family adds its own case file; nothing here changes."""
 from __future__ import annotations
 
 import importlib
+import inspect
+import pkgutil
 
+import sslfast.bench.cases as cases_package
 from sslfast.bench.case import Case
 
+
+def _discover() -> dict[str, str]:
+    """op name -> the name of the case module serving it, modules in alphabetical order."""
+    found: dict[str, str] = {}
+    for info in sorted(pkgutil.iter_modules(cases_package.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{cases_package.__name__}.{info.name}")
+        for op in module.BENCH_OPS:
+            if op in found:
+                raise RuntimeError(f"bench op {op!r} is claimed by cases.{found[op]} and cases.{info.name}")
+            found[op] = info.name
+    return found
+
+
 # op name -> module in sslfast.bench.cases defining ``cases(quick: bool, device: str) -> list[Case]``
-OPS = {
-    "vq": "vq",
-    "vq_module": "vq_modules",
-    "vqvae": "vq_modules",
-    "linear_cross_entropy": "cross_entropy",
-    "cross_entropy": "cross_entropy",
-    "attention": "attention",
-    "varlen_attention": "attention",
-    "bert": "bert",
-    "roberta": "roberta",
-    "gpt2": "gpt2",
-    "peft": "peft",
-    "pretrain": "pretrain",
-    "sentence_transformers": "sentence_transformers",
-    "fewshot": "fewshot",
-}
+OPS = _discover()
 
 
 class CasesUnavailable(Exception):
@@ -46,5 +51,4 @@ def unavailable_reason(op: str) -> str | None:
     check = getattr(module, "unavailable_reason", None)
     if check is None:
         return None
-    import inspect
     return check(op) if inspect.signature(check).parameters else check()  # a module may serve several ops

@@ -73,8 +73,8 @@ def op_source_hash(op: str) -> str:
     import importlib
     import sys
     op_spec = spec(op)
-    kernels = importlib.import_module("sslfast.kernels")  # this checkout's kernels/ (see sslfast._extension)
-    files = [os.path.join(os.path.dirname(kernels.__file__), name) for name in op_spec.kernel_files]
+    kernels = importlib.import_module("sslfast.kernels")  # this checkout's kernels/ (see sslfast/kernels/__init__.py)
+    files = [os.path.join(kernels.__path__[0], name) for name in op_spec.kernel_files]
     package = os.path.dirname(sys.modules[op_spec.check.__module__].__file__)
     files += sorted(glob.glob(os.path.join(package, "*.py")))
     here = os.path.dirname(os.path.abspath(__file__))  # what every check shares: the judge and the runner

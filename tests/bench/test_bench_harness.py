@@ -140,6 +140,18 @@ def test_cli_quick_run_writes_its_files(tmp_path):
     assert proc.returncode != 0 and "is not a bench JSON" in proc.stderr
 
 
+def test_bench_ops_are_found_from_the_case_files():
+    """`--ops` names are a CLI contract: every one stays, each served by the case file that claims it."""
+    import importlib
+
+    from sslfast.bench.registry import OPS
+    assert set(OPS) >= {"vq", "vq_module", "vqvae", "linear_cross_entropy", "cross_entropy", "attention",
+                        "varlen_attention", "bert", "roberta", "gpt2", "peft", "pretrain", "sentence_transformers",
+                        "fewshot"}
+    for op, module in OPS.items():
+        assert op in importlib.import_module(f"sslfast.bench.cases.{module}").BENCH_OPS
+
+
 def test_cli_rejects_unknown_op():
     proc = subprocess.run([sys.executable, "-m", "sslfast", "bench", "--ops", "nope"], cwd=REPO,
                           capture_output=True, text=True)

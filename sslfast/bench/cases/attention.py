@@ -20,6 +20,8 @@ from sslfast.bench.case import Case, float64_copies
 from sslfast.bench.cases._inputs import randint, randn
 from sslfast.ops import attention, unpad, varlen_attention
 
+BENCH_OPS = ("attention", "varlen_attention")  # the `sslfast bench --ops` names these cases serve
+
 
 def _mask(b, s, device, seed=7, low=None):
     lengths = randint(max(1, s // 4) if low is None else low, s + 1, (b,), device="cpu", seed=seed)

@@ -15,6 +15,8 @@ from sslfast.bench.case import Case, float64_twin
 from sslfast.bench.cases._inputs import randint
 from sslfast.constants import IGNORE_INDEX
 
+BENCH_OPS = ("bert",)  # the `sslfast bench --ops` names these cases serve
+
 
 def unavailable_reason():
     try:

@@ -9,6 +9,8 @@ from sslfast.bench.cases._inputs import randint, randn
 from sslfast.constants import IGNORE_INDEX
 from sslfast.ops import cross_entropy, linear_cross_entropy
 
+BENCH_OPS = ("linear_cross_entropy", "cross_entropy")  # the `sslfast bench --ops` names these cases serve
+
 
 def _labels(n, v, ignored, device):
     labels = randint(0, v, (n,), device=device, seed=3)

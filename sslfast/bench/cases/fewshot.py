@@ -19,6 +19,8 @@ from sslfast.bench.case import Case, float64_twin
 from sslfast.models import GPT2LMHeadModel
 from sslfast.models.gpt2.fewshot import score_choices
 
+BENCH_OPS = ("fewshot",)  # the `sslfast bench --ops` names these cases serve
+
 _VOCAB = 8192
 
 

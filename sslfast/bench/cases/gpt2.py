@@ -12,6 +12,8 @@ import sslfast.models as models
 from sslfast.bench.case import Case, float64_twin
 from sslfast.bench.cases._inputs import randint
 
+BENCH_OPS = ("gpt2",)  # the `sslfast bench --ops` names these cases serve
+
 
 def unavailable_reason():
     try:

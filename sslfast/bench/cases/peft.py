@@ -11,6 +11,8 @@ from sslfast._dtypes import DTYPES
 from sslfast.bench.case import Case, float64_twin
 from sslfast.bench.cases.bert import _configs, padded_batch
 
+BENCH_OPS = ("peft",)  # the `sslfast bench --ops` names these cases serve
+
 
 def unavailable_reason():
     for name in ("transformers", "peft"):

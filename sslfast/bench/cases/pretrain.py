@@ -14,6 +14,8 @@ import tempfile
 from sslfast.bench.case import Case
 from sslfast.train import PretrainConfig, Trainer
 
+BENCH_OPS = ("pretrain",)  # the `sslfast bench --ops` names these cases serve
+
 
 def unavailable_reason():
     try:

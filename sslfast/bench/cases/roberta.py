@@ -7,6 +7,8 @@ RoBERTa-base in bf16 at sequence 128 and 512.
 import sslfast.models as models
 from sslfast.bench.cases.bert import encoder_cases, unavailable_reason
 
+BENCH_OPS = ("roberta",)  # the `sslfast bench --ops` names these cases serve
+
 __all__ = ["cases", "unavailable_reason"]
 
 

@@ -14,6 +14,8 @@ import sslfast
 import sslfast.data as D
 from sslfast.bench.case import Case, float64_twin
 
+BENCH_OPS = ("sentence_transformers",)  # the `sslfast bench --ops` names these cases serve
+
 
 def unavailable_reason():
     try:

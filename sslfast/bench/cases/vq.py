@@ -8,6 +8,8 @@ from sslfast.bench.case import Case
 from sslfast.bench.cases._inputs import randn
 from sslfast.ops import vq_lookup
 
+BENCH_OPS = ("vq",)  # the `sslfast bench --ops` names these cases serve
+
 
 def _float64_nearest(x, codebook, rows=4096):
     """(N,) float64 squared distance to each row's nearest code, and each row's scale ‖x‖² + max ‖c‖² (rows in

@@ -20,6 +20,8 @@ from sslfast.bench.cases.vq import NearestCode
 from sslfast.models import VQVAE
 from sslfast.nn import VectorQuantizer
 
+BENCH_OPS = ("vq_module", "vqvae")  # the `sslfast bench --ops` names these cases serve
+
 
 def unavailable_reason(op="vq_module"):
     if op != "vq_module":

@@ -20,16 +20,19 @@ from sslfast.models._common.attention import register_attention
 from sslfast.models._common.lm_loss import labelled_rows_loss
 from sslfast.models.bert.modeling import embed, run_encoder, token_layout
 
-__all__ = ["patch_bert", "packed_encoder", "needs_original", "hidden_states_wanted", "pool", "swap_forward", "bert_model_forward"]
+__all__ = ["patch_bert", "packed_encoder", "masked_lm_pass", "needs_original", "hidden_states_wanted", "pool",
+           "swap_forward", "bert_model_forward"]
 
 
 def packed_encoder(bert, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
                    inputs_embeds=None, output_hidden_states=False, default_position_ids=None):
     """(packed (T, D), layout, per-layer states or None) of a transformers ``BertModel`` (or a variant's:
-    ``default_position_ids(layout, input_ids, inputs_embeds)`` gives its positions when none are passed)."""
+    ``default_position_ids(layout, input_ids, inputs_embeds)`` gives its positions when none are passed;
+    by default the hook a variant's patch set on the model)."""
     layout = token_layout(input_ids, inputs_embeds, attention_mask, None, None,
                           bert.embeddings.word_embeddings.num_embeddings,
                           first_token_queries=True)  # transformers' heads may read position 0 of the output
+    default_position_ids = default_position_ids or getattr(bert, "_sslfast_default_position_ids", None)
     if position_ids is None and default_position_ids is not None:
         position_ids = default_position_ids(layout, input_ids, inputs_embeds)
     x = embed(bert.embeddings, layout, input_ids, token_type_ids, position_ids, inputs_embeds)  # (T, D)
@@ -69,12 +72,32 @@ def bert_model_forward(self, input_ids=None, attention_mask=None, token_type_ids
         BaseModelOutputWithPoolingAndCrossAttentions,
     )
     packed, layout, states = packed_encoder(self, input_ids, attention_mask, token_type_ids, position_ids,
-                                            inputs_embeds, hidden_states_wanted(self, kwargs),
-                                            getattr(self, "_sslfast_default_position_ids", None))
+                                            inputs_embeds, hidden_states_wanted(self, kwargs))
     out = BaseModelOutputWithPoolingAndCrossAttentions(
         last_hidden_state=layout.unpack(packed), pooler_output=pool(self, packed, layout),
         hidden_states=None if states is None else tuple(layout.unpack(h) for h in states))
     return out if kwargs.get("return_dict", True) is not False else out.to_tuple()
+
+
+def masked_lm_pass(model, base, head, transform, input_ids, attention_mask, token_type_ids, position_ids,
+                   inputs_embeds, labels, return_logits, num_items_in_batch, kwargs):
+    """The shared body of a patched masked-LM forward: (packed, layout, loss, logits, hidden states) of
+    ``base`` (the encoder, unpadded) and ``head`` (an LM head with ``decoder``, ``bias`` and ``transform``
+    before it) with the loss fused on the labelled rows; logits only without labels, in eval mode or when
+    ``return_logits`` asks."""
+    packed, layout, states = packed_encoder(base, input_ids, attention_mask, token_type_ids, position_ids,
+                                            inputs_embeds, hidden_states_wanted(model, kwargs),
+                                            getattr(base, "_sslfast_default_position_ids", None))
+    loss = None
+    if labels is not None:
+        layout.check("labels", labels)
+        loss = labelled_rows_loss(packed, layout.pack_labels(labels, IGNORE_INDEX), head.decoder.weight,
+                                  head.decoder.bias, transform=transform, projection=head.decoder,
+                                  num_items_in_batch=num_items_in_batch)
+    wants_logits = labels is None or (not model.training if return_logits is None else bool(return_logits))
+    logits = layout.unpack(head(packed)) if wants_logits else None
+    hidden = None if states is None else tuple(layout.unpack(h) for h in states)
+    return packed, layout, loss, logits, hidden
 
 
 def _mlm_forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -88,19 +111,11 @@ def _mlm_forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
                                               inputs_embeds=inputs_embeds, labels=labels, **extra, **kwargs)
     from transformers.modeling_outputs import MaskedLMOutput
     from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
-    packed, layout, states = packed_encoder(self.bert, input_ids, attention_mask, token_type_ids, position_ids,
-                                             inputs_embeds, hidden_states_wanted(self, kwargs))
     head = self.cls.predictions
     pretraining = hasattr(self.cls, "seq_relationship")
-    loss = None
-    if labels is not None:
-        layout.check("labels", labels)
-        loss = labelled_rows_loss(packed, layout.pack_labels(labels, IGNORE_INDEX), head.decoder.weight,
-                                  head.decoder.bias, transform=head.transform, projection=head.decoder,
-                                  num_items_in_batch=None if pretraining else num_items_in_batch)
-    wants_logits = labels is None or (not self.training if return_logits is None else bool(return_logits))
-    logits = layout.unpack(head(packed)) if wants_logits else None
-    hidden = None if states is None else tuple(layout.unpack(h) for h in states)
+    packed, layout, loss, logits, hidden = masked_lm_pass(
+        self, self.bert, head, head.transform, input_ids, attention_mask, token_type_ids, position_ids,
+        inputs_embeds, labels, return_logits, None if pretraining else num_items_in_batch, kwargs)
     if not pretraining:
         out = MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden)
     else:

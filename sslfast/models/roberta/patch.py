@@ -6,16 +6,8 @@ import functools
 
 import torch.nn.functional as F
 
-from sslfast.constants import IGNORE_INDEX
 from sslfast.models._common.attention import register_attention
-from sslfast.models._common.lm_loss import labelled_rows_loss
-from sslfast.models.bert.patch import (
-    bert_model_forward,
-    hidden_states_wanted,
-    needs_original,
-    packed_encoder,
-    swap_forward,
-)
+from sslfast.models.bert.patch import bert_model_forward, masked_lm_pass, needs_original, swap_forward
 from sslfast.models.roberta.modeling import roberta_position_ids
 
 __all__ = ["patch_roberta"]
@@ -34,20 +26,10 @@ def _mlm_forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
                                               token_type_ids=token_type_ids, position_ids=position_ids,
                                               inputs_embeds=inputs_embeds, labels=labels, **kwargs)
     from transformers.modeling_outputs import MaskedLMOutput
-    roberta = self.roberta
-    packed, layout, states = packed_encoder(roberta, input_ids, attention_mask, token_type_ids, position_ids,
-                                            inputs_embeds, hidden_states_wanted(self, kwargs),
-                                            roberta._sslfast_default_position_ids)
     head = self.lm_head
-    loss = None
-    if labels is not None:
-        layout.check("labels", labels)
-        loss = labelled_rows_loss(packed, layout.pack_labels(labels, IGNORE_INDEX), head.decoder.weight, head.bias,
-                                  transform=lambda x: head.layer_norm(F.gelu(head.dense(x))),
-                                  projection=head.decoder, num_items_in_batch=num_items_in_batch)
-    wants_logits = labels is None or (not self.training if return_logits is None else bool(return_logits))
-    logits = layout.unpack(head(packed)) if wants_logits else None
-    hidden = None if states is None else tuple(layout.unpack(h) for h in states)
+    _, _, loss, logits, hidden = masked_lm_pass(
+        self, self.roberta, head, lambda x: head.layer_norm(F.gelu(head.dense(x))), input_ids, attention_mask,
+        token_type_ids, position_ids, inputs_embeds, labels, return_logits, num_items_in_batch, kwargs)
     out = MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden)
     return out if kwargs.get("return_dict", True) is not False else out.to_tuple()
 
