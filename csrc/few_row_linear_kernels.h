@@ -76,10 +76,12 @@ inline __attribute__((always_inline)) void rows_major(const float* x, int64_t ld
 // W (K, N) row-major (the weight viewed (N, K) with strides (1, N)): out[m, c] = sum_k x[m, k] * w[k, c] for
 // c in [c0, c1) (plus the bias), accumulated into y, KB weight rows at a time: each pass reads a
 // contiguous segment of KB rows and updates the band of y once (measured: 8 rows stream at the read rate,
-// 1 row at about half of it).
+// 1 row at about half of it), prefetching the next pass's rows with a non-temporal hint as it goes (measured
+// faster in a decoding step: benchmarks/results/design-measurements.md).
 template <int L, int M, int KB>
 inline __attribute__((always_inline)) void columns_pass(const float* x, int64_t ldx, const float* w, int64_t ldw,
-                                                        float* y, int64_t ldy, int64_t k, int64_t c0, int64_t c1) {
+                                                        float* y, int64_t ldy, int64_t k, int64_t K_total,
+                                                        int64_t c0, int64_t c1) {
   using V = typename Vec<L>::type;
   const int64_t width = c1 - c0;
   const int64_t cv = c0 + (width - width % L);
@@ -87,8 +89,11 @@ inline __attribute__((always_inline)) void columns_pass(const float* x, int64_t 
   for (int m = 0; m < M; ++m)
     for (int j = 0; j < KB; ++j) xs[m][j] = x[m * ldx + k + j];
   const float* r0 = w + k * ldw;
+  const float* next = k + 2 * KB <= K_total ? r0 + KB * ldw : nullptr;  // the next pass's rows
   for (int64_t c = c0; c < cv; c += L) {
     V b[KB];
+    if (next)
+      for (int j = 0; j < KB; ++j) __builtin_prefetch(next + j * ldw + c, 0, 0);
     for (int j = 0; j < KB; ++j) b[j] = load<L>(r0 + j * ldw + c);
     for (int m = 0; m < M; ++m) {
       V acc = load<L>(y + m * ldy + c);
@@ -112,8 +117,8 @@ inline __attribute__((always_inline)) void columns_major(const float* x, int64_t
   for (int m = 0; m < M; ++m)
     for (int64_t c = c0; c < c1; ++c) y[m * ldy + c] = bias ? bias[c] : 0.f;
   int64_t k = 0;
-  for (; k + KB <= K; k += KB) columns_pass<L, M, KB>(x, ldx, w, ldw, y, ldy, k, c0, c1);
-  for (; k < K; ++k) columns_pass<L, M, 1>(x, ldx, w, ldw, y, ldy, k, c0, c1);
+  for (; k + KB <= K; k += KB) columns_pass<L, M, KB>(x, ldx, w, ldw, y, ldy, k, K, c0, c1);
+  for (; k < K; ++k) columns_pass<L, M, 1>(x, ldx, w, ldw, y, ldy, k, K, c0, c1);
 }
 
 template <int L, int M>

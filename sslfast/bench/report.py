@@ -73,9 +73,14 @@ def to_markdown(records, environment: dict | None = None) -> str:
     if bounded:
         lines.append("")
     for r in bounded:
+        later = ""
+        if r.get("step_ratio") is not None:
+            later = (f"; each step after the first alone (the call's time less the same call cut to its first step: "
+                     f"{r['sslfast_first_ms']:.1f} and {r['baseline_first_ms']:.1f} ms) {r['step_ratio']:.2f}× and "
+                     f"{r['baseline_step_ratio']:.2f}×")
         lines.append(f"- {r['op']}/{r['case']}: sslfast takes {r['bound_ratio']:.2f}× and the baseline "
                      f"{r['baseline_bound_ratio']:.2f}× the time of {r['probe']} ({r['probe_ms']:.2f} ms per step, "
-                     f"same run)")
+                     f"same run){later}")
     counted = [r for r in records if r.get("items") and r.get("sslfast_items_per_s")]
     if counted and not bounded:
         lines.append("")

@@ -20,6 +20,10 @@ def run_case(case: Case, *, device: str, quick: bool, repeats: int, warmup: int,
     probe = case.extra.get("probe")  # (name, fn, calls): a machine limit timed in the same interleaved rounds
     if probe is not None:
         steps["probe"] = probe[1]
+    first = case.extra.get("first_call")  # (baseline, sslfast): the same call cut to its first step (a prefill)
+    if first is not None:
+        steps["baseline_first"] = lambda: first[0](*inputs)
+        steps["sslfast_first"] = lambda: first[1](*inputs)
     times = time_interleaved(steps, device=device, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
     record = {
         "op": case.op, "case": case.case, "device": device, "dtype": case.dtype,
@@ -31,6 +35,11 @@ def run_case(case: Case, *, device: str, quick: bool, repeats: int, warmup: int,
         name, _, calls = probe
         record.update(probe=name, probe_ms=times["probe"], bound_ratio=times["sslfast"] / (calls * times["probe"]),
                       baseline_bound_ratio=times["baseline"] / (calls * times["probe"]))
+        if first is not None and calls > 1:  # each later step alone: what is left once the first step is paid
+            record.update(step_ratio=(times["sslfast"] - times["sslfast_first"]) / ((calls - 1) * times["probe"]),
+                          baseline_step_ratio=(times["baseline"] - times["baseline_first"])
+                          / ((calls - 1) * times["probe"]),
+                          sslfast_first_ms=times["sslfast_first"], baseline_first_ms=times["baseline_first"])
     items = case.extra.get("items")  # (name, count): throughput, e.g. candidates scored per second
     if items is not None:
         name, count = items

@@ -295,3 +295,30 @@ def test_new_rows_are_judged_correct_and_a_wrong_result_is_caught(op):
                                                                          ours[0, 0] + 0.01)
         verdict = case.judge(inputs, base, wrong)
         assert not verdict["correct"] and verdict["why"], case.key
+
+
+def test_a_probe_row_reports_the_whole_call_and_each_later_step_against_the_machine_limit(monkeypatch):
+    """A decoding row: the call's time per step against the probe, and (with ``first_call``) each step after the
+    first alone: (call - first step) / (steps - 1) / probe. Times are injected; what is checked is the
+    arithmetic, the fields and the report line."""
+    import sslfast.bench.runner as runner
+    from sslfast.bench.runner import run_case
+    called = []
+    times = {"baseline": 1000.0, "sslfast": 500.0, "probe": 3.0, "baseline_first": 100.0, "sslfast_first": 20.0}
+
+    def fake_timing(steps, **_):
+        for fn in steps.values():
+            fn()
+        called.extend(steps)
+        return times
+    monkeypatch.setattr(runner, "time_interleaved", fake_timing)
+    case = _case(lambda x: torch.sin(x))
+    case.extra = {"probe": ("reading", lambda: None, 101),
+                  "first_call": (lambda x: torch.sin(x[:1]), lambda x: torch.sin(x[:1]))}
+    record = run_case(case, device="cpu", quick=True, repeats=1, warmup=0, memory=False)
+    assert sorted(called) == sorted(times)
+    assert record["bound_ratio"] == pytest.approx(500 / (101 * 3.0))
+    assert record["step_ratio"] == pytest.approx((500 - 20) / (100 * 3.0))
+    assert record["baseline_step_ratio"] == pytest.approx((1000 - 100) / (100 * 3.0))
+    line = [ln for ln in to_markdown([record]).splitlines() if ln.startswith("- fake/")]
+    assert len(line) == 1 and "1.65× and the baseline 3.30×" in line[0] and "1.60× and 3.00×" in line[0], line

@@ -100,11 +100,21 @@ def cases(quick: bool, device: str):
             ours.eval()
             return ours.generate(ids, max_new_tokens=new_tokens, pad_token_id=0, eos_token_id=None)
 
+        def hf_first_token(ids):
+            hf.eval()
+            return hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=1,
+                               min_new_tokens=1, do_sample=False, pad_token_id=0, eos_token_id=None)
+
+        def our_first_token(ids):
+            ours.eval()
+            return ours.generate(ids, max_new_tokens=1, pad_token_id=0, eos_token_id=None)
+
         probe = ("reading the weights a decoding step streams (torch.sum over each)", read_weights, new_tokens)
         out.append(Case(op="gpt2", case=f"generate greedy, prompt 64, {new_tokens} new tokens, batch {batch}, "
                         f"{layers}L×768 {name}", dtype=name, baseline_name="transformers generate (sdpa, cache)",
                         make_inputs=make_prompts, baseline=hf_generate, candidate=our_generate,
                         reference=greedy_choices, error=lambda score, tokens: score(tokens),
                         tolerance=1e-4 if not gpu else 5e-2,
-                        extra={"tokens_per_call": batch * new_tokens, "probe": probe}))
+                        extra={"tokens_per_call": batch * new_tokens, "probe": probe,
+                               "first_call": (hf_first_token, our_first_token)}))
     return out
