@@ -34,7 +34,8 @@ _UNSUPPORTED_DEFAULTS = {
 
 
 class VectorQuantize(nn.Module):
-    """Drop-in for ``vector_quantize_pytorch.VectorQuantize`` (same defaults: ``decay=0.8``,
+    """Drop-in for ``vector_quantize_pytorch.VectorQuantize``, whose name it keeps (sslfast's own module is
+    :class:`sslfast.nn.VectorQuantizer`; this one wraps it). Same defaults: ``decay=0.8``,
     ``commitment_weight=1.0``). ``use_cosine_sim``, several ``heads``, ``rotation_trick=True`` and the options
     listed in ``_UNSUPPORTED_DEFAULTS`` raise ``ValueError`` unless left at their "off" values."""
 
