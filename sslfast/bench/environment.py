@@ -8,6 +8,10 @@ import sys
 
 import torch
 
+import sslfast.ops  # noqa: F401  (registers every op's spec)
+from sslfast.ops._kernel_verdicts import op_source_hash
+from sslfast.ops._registry import specs
+
 
 def _git_commit() -> str | None:
     try:
@@ -85,6 +89,8 @@ def environment(device: str, command: list[str] | None = None) -> dict:
         "git_commit": _git_commit(),
         "command": " ".join(command if command is not None else sys.argv),
         "peers": _peer_versions(),
+        # which kernel sources (and checks) the rows measured: the hash auto's cached verdicts key on
+        "kernel_sources": {op.name: op_source_hash(op.name) for op in specs()},
     }
     if device == "cuda":
         env["cuda"] = torch.version.cuda

@@ -93,6 +93,11 @@ def test_json_markdown_plot_and_results_page(tmp_path):
     for key in ("device", "device_name", "torch", "triton", "date", "git_commit", "command", "cpu_model"):
         assert key in data["environment"], key
     assert data["environment"]["command"] == "sslfast bench --test"
+    from sslfast.ops._kernel_verdicts import op_source_hash
+    from sslfast.ops._registry import specs
+    sources = data["environment"]["kernel_sources"]  # ties the file to the kernel sources it measured
+    assert set(sources) == {op.name for op in specs()} and len(sources) >= 4
+    assert all(sources[name] == op_source_hash(name) and len(sources[name]) == 12 for name in sources)
     assert "| fake | x=64 |" in to_markdown(records, env)
     plot(str(tmp_path / "p.png"), records, env)
     assert (tmp_path / "p.png").stat().st_size > 1000
