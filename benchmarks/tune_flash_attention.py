@@ -116,7 +116,7 @@ def main(argv=None) -> None:
                     else:
                         error = None
                     records.append(dict(kind=kind, head_dim=head_dim, causal=causal, dropout=args.dropout,
-                                        seqlen=args.seqlen, config=cand, ms=ms, error=error, current=Tile(*cand) == (
+                                        seqlen=args.seqlen, config=cand, ms=ms, error=error, current=tile == (
                                             original if kind == "fwd" else original[slot])))
                     print(records[-1], flush=True)
                     save()

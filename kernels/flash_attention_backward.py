@@ -316,13 +316,13 @@ def aot_configs():
     for dtype, head_dim in AOT_CASES:
         ptr = f"*{dtype}"
         block_d = head_dim_block(head_dim)
-        pre = backward_config("preprocess", block_d, dtype, False, interpreted=False)
+        pre, pre_options = split_options(backward_config("preprocess", block_d, dtype, False, interpreted=False))
         configs.append(dict(
             kernel=flash_attention_bwd_preprocess_kernel, name=f"flash_attention_bwd_pre_{dtype}_d{head_dim}",
             signature=signature({"O": ptr, "DO": ptr, "DELTA": "*fp32", "SEQS": "*i32"},
                                  strides("o", "g", "l") + ("num_heads",), ()),
             constexprs=dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=pre["BLOCK_M"]),
-            options={"num_warps": pre["num_warps"], "num_stages": pre["num_stages"]}, archs=AOT_ARCHS,
+            options=pre_options, archs=AOT_ARCHS,
             values={"stride_lt": runtime_values()["stride_lt"]}))
         kinds = ("dkdv", "dq") + (("dkdv_atomic",) if block_d <= ATOMIC_DQ_MAX_BLOCK_D else ())
         for kind in kinds:

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import sys
 import threading
 import time
 import warnings
@@ -29,6 +30,7 @@ from typing import Callable, Optional
 
 import torch
 
+import sslfast.kernels as kernel_sources  # the package only: it imports no kernel, nor triton
 from sslfast._atomic import atomic_write_text
 from sslfast._cache import cache_root
 from sslfast._version import __version__
@@ -70,11 +72,9 @@ def op_source_hash(op: str) -> str:
     ``kernel_files``), its package under ``sslfast/ops/`` (launchers, the check) and what every check shares
     (``sslfast/testing.py``'s tolerance, the dropout reference, this runner). Editing any of them invalidates its
     cached verdicts."""
-    import importlib
-    import sys
     op_spec = spec(op)
-    kernels = importlib.import_module("sslfast.kernels")  # this checkout's kernels/ (see sslfast/kernels/__init__.py)
-    files = [os.path.join(kernels.__path__[0], name) for name in op_spec.kernel_files]
+    # the kernels' folder: this checkout's kernels/ or the installed one (see sslfast/kernels/__init__.py)
+    files = [os.path.join(kernel_sources.__path__[0], name) for name in op_spec.kernel_files]
     package = os.path.dirname(sys.modules[op_spec.check.__module__].__file__)
     files += sorted(glob.glob(os.path.join(package, "*.py")))
     here = os.path.dirname(os.path.abspath(__file__))  # what every check shares: the judge and the runner
