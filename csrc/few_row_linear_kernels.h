@@ -34,7 +34,10 @@ inline __attribute__((always_inline)) float lane_sum(typename Vec<L>::type v) {
 // W (N, K) row-major: out[m, n] = sum_k x[m, k] * w[n, k] for n in [n0, n1). One weight row at a time (one
 // sequential stream per thread: measured faster than interleaving several rows), its k range split over S
 // accumulators per input row so that a single row still keeps several multiply-adds in flight.
-constexpr int64_t kPrefetchRows = 4;  // software prefetch this many weight rows ahead of the one being read
+constexpr int64_t kPrefetchRows = 2;  // software prefetch this many weight rows ahead of the one being read
+// Prefetches go to L2 (prefetcht1): measured faster than the non-temporal hint (which was slower than none) and
+// than L1 on the 2-core AMD EPYC (Zen 4) machines; benchmarks/results/design-measurements.md.
+constexpr int kPrefetchLocality = 2;
 
 template <int L, int M>
 inline __attribute__((always_inline)) void rows_major(const float* x, int64_t ldx, const float* w, int64_t ldw,
@@ -53,7 +56,7 @@ inline __attribute__((always_inline)) void rows_major(const float* x, int64_t ld
     const float* ahead = n + kPrefetchRows < n1 ? row + kPrefetchRows * ldw : nullptr;
     for (; k < k_split; k += L * S) {
       if (ahead)
-        for (int64_t line = 0; line < L * S; line += 16) __builtin_prefetch(ahead + k + line, 0, 0);
+        for (int64_t line = 0; line < L * S; line += 16) __builtin_prefetch(ahead + k + line, 0, kPrefetchLocality);
       for (int s = 0; s < S; ++s) {
         const V b = load<L>(row + k + s * L);
         for (int m = 0; m < M; ++m) acc[m][s] += load<L>(x + m * ldx + k + s * L) * b;
@@ -76,7 +79,7 @@ inline __attribute__((always_inline)) void rows_major(const float* x, int64_t ld
 // W (K, N) row-major (the weight viewed (N, K) with strides (1, N)): out[m, c] = sum_k x[m, k] * w[k, c] for
 // c in [c0, c1) (plus the bias), accumulated into y, KB weight rows at a time: each pass reads a
 // contiguous segment of KB rows and updates the band of y once (measured: 8 rows stream at the read rate,
-// 1 row at about half of it), prefetching the next pass's rows with a non-temporal hint as it goes (measured
+// 1 row at about half of it), prefetching the next pass's rows into L2 as it goes (measured
 // faster in a decoding step: benchmarks/results/design-measurements.md).
 template <int L, int M, int KB>
 inline __attribute__((always_inline)) void columns_pass(const float* x, int64_t ldx, const float* w, int64_t ldw,
@@ -93,7 +96,7 @@ inline __attribute__((always_inline)) void columns_pass(const float* x, int64_t 
   for (int64_t c = c0; c < cv; c += L) {
     V b[KB];
     if (next)
-      for (int j = 0; j < KB; ++j) __builtin_prefetch(next + j * ldw + c, 0, 0);
+      for (int j = 0; j < KB; ++j) __builtin_prefetch(next + j * ldw + c, 0, kPrefetchLocality);
     for (int j = 0; j < KB; ++j) b[j] = load<L>(r0 + j * ldw + c);
     for (int m = 0; m < M; ++m) {
       V acc = load<L>(y + m * ldy + c);
