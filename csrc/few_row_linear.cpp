@@ -17,10 +17,12 @@
 #include <cstring>
 #include <vector>
 
+#include "few_row_linear.h"
+
 namespace sslfast {
 namespace {
 
-constexpr int64_t kMaxRows = 8;  // rows handled in registers at once; more rows are done 8 at a time
+constexpr int64_t kMaxRows = kFewRowMaxRows;  // rows handled in registers at once; more rows are done 8 at a time
 
 using Kernel = void (*)(const float*, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, int64_t,
                         int64_t);
@@ -61,14 +63,13 @@ Kernel pick(bool rows, int m) {
 
 // What follows the product, on a band [c0, c1) of `rows` output rows while it is in cache: an activation, then
 // a residual added (a decoding layer's MLP and output projections).
-void epilogue(float* y, const float* residual, int64_t ldy, int64_t rows, int64_t c0, int64_t c1, bool gelu_tanh) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+void epilogue(float* y, const float* residual, int64_t ldy, int64_t rows, int64_t c0, int64_t c1, bool gelu) {
   for (int64_t m = 0; m < rows; ++m) {
     float* row = y + m * ldy;
     const float* add = residual ? residual + m * ldy : nullptr;
     for (int64_t c = c0; c < c1; ++c) {
       float v = row[c];
-      if (gelu_tanh) v = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+      if (gelu) v = gelu_tanh(v);
       if (add) v += add[c];
       row[c] = v;
     }
@@ -76,6 +77,16 @@ void epilogue(float* y, const float* residual, int64_t ldy, int64_t rows, int64_
 }
 
 }  // namespace
+
+void few_row_columns_product(const float* x, int64_t ldx, const float* w, int64_t ldw, const float* bias, float* y,
+                             int64_t ldy, int64_t rows, int64_t K, int64_t N) {
+  pick(false, static_cast<int>(rows))(x, ldx, w, ldw, bias, y, ldy, K, 0, N);
+}
+
+void few_row_rows_product(const float* x, int64_t ldx, const float* w, int64_t ldw, const float* bias, float* y,
+                          int64_t ldy, int64_t rows, int64_t K, int64_t n0, int64_t n1) {
+  pick(true, static_cast<int>(rows))(x, ldx, w, ldw, bias, y, ldy, K, n0, n1);
+}
 
 // x (M, K) fp32 contiguous, weight (N, K) fp32 with unit stride along K (nn.Linear) or along N (a transposed
 // (K, N) matrix), bias (N,) or undefined -> activation(x @ weight^T + bias) + residual, (M, N). `activation`:
@@ -99,7 +110,7 @@ at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, con
   }
   TORCH_CHECK(activation == "none" || activation == "gelu_tanh",
               "few_row_linear: activation must be 'none' or 'gelu_tanh', got '", std::string(activation), "'");
-  const bool gelu_tanh = activation == "gelu_tanh";
+  const bool apply_gelu = activation == "gelu_tanh";
   const bool has_residual = residual.has_value() && residual->defined();
   if (has_residual) {
     TORCH_CHECK(residual->scalar_type() == at::kFloat && residual->dim() == 2 && residual->size(0) == M &&
@@ -111,11 +122,11 @@ at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, con
   if (M == 0 || N == 0) return y;
   if (K == 0) {
     has_bias ? y.copy_(bias->expand({M, N})) : y.zero_();
-    epilogue(y.data_ptr<float>(), has_residual ? residual->data_ptr<float>() : nullptr, N, M, 0, N, gelu_tanh);
+    epilogue(y.data_ptr<float>(), has_residual ? residual->data_ptr<float>() : nullptr, N, M, 0, N, apply_gelu);
     return y;
   }
   const float* rp = has_residual ? residual->data_ptr<float>() : nullptr;
-  const bool has_epilogue = gelu_tanh || has_residual;
+  const bool has_epilogue = apply_gelu || has_residual;
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   const float* bp = has_bias ? bias->data_ptr<float>() : nullptr;
@@ -124,7 +135,7 @@ at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, con
   // grains: ~64 KiB of weight per task, so both cores share even a small matrix
   const int64_t grain = std::max<int64_t>(16, (int64_t{1} << 14) / std::max<int64_t>(K, 1));
   // (In, out) weights are split over K between the threads when each gets at least 64 weight rows.
-  const int64_t parts = rows_layout ? 1 : std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), K / 64));
+  const int64_t parts = rows_layout ? 1 : few_row_k_parts(K, at::get_num_threads());
   std::vector<float> partials(parts > 1 ? (parts - 1) * std::min(kMaxRows, M) * N : 0);
   for (int64_t m0 = 0; m0 < M; m0 += kMaxRows) {
     const int64_t rows = std::min(kMaxRows, M - m0);
@@ -135,16 +146,16 @@ at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, con
     if (rows_layout) {
       at::parallel_for(0, N, grain, [&](int64_t a, int64_t b) {
         kernel(xm, K, wp, ldw, bp, ym, N, K, a, b);
-        if (has_epilogue) epilogue(ym, rm, N, rows, a, b, gelu_tanh);
+        if (has_epilogue) epilogue(ym, rm, N, rows, a, b, apply_gelu);
       });
     } else if (parts > 1) {
       // split K: thread t streams weight rows [k0, k1), one contiguous block of memory, into its own partial
       // result (thread 0 into y, with the bias); the partials are then added. Measured faster than splitting
       // the columns, whose short row segments the hardware prefetchers follow less well.
-      const int64_t chunk = (K / parts + 7) / 8 * 8;
       at::parallel_for(0, parts, 1, [&](int64_t a, int64_t b) {
         for (int64_t t = a; t < b; ++t) {
-          const int64_t k0 = std::min(K, t * chunk), k1 = t + 1 == parts ? K : std::min(K, (t + 1) * chunk);
+          int64_t k0, k1;
+          few_row_k_range(K, parts, t, &k0, &k1);
           float* out = t == 0 ? ym : partials.data() + (t - 1) * rows * N;
           if (k1 > k0) {
             kernel(xm + k0, K, wp + k0 * ldw, ldw, t == 0 ? bp : nullptr, out, N, k1 - k0, 0, N);
@@ -160,14 +171,14 @@ at::Tensor few_row_linear_cpu(const at::Tensor& x, const at::Tensor& weight, con
         for (int64_t m = 0; m < rows; ++m)
           for (int64_t c = 0; c < N; ++c) ym[m * N + c] += part[m * N + c];
       }
-      if (has_epilogue) epilogue(ym, rm, N, rows, 0, N, gelu_tanh);
+      if (has_epilogue) epilogue(ym, rm, N, rows, 0, N, apply_gelu);
     } else {
       // column bands whose edges fall on 16-float boundaries, one or more per thread
       const int64_t blocks = (N + 15) / 16;
       at::parallel_for(0, blocks, std::max<int64_t>(1, grain / 16), [&](int64_t a, int64_t b) {
         const int64_t c0 = a * 16, c1 = std::min(N, b * 16);
         kernel(xm, K, wp, ldw, bp, ym, N, K, c0, c1);
-        if (has_epilogue) epilogue(ym, rm, N, rows, c0, c1, gelu_tanh);
+        if (has_epilogue) epilogue(ym, rm, N, rows, c0, c1, apply_gelu);
       });
     }
   }

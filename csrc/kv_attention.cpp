@@ -14,6 +14,8 @@
 #include <limits>
 #include <vector>
 
+#include "kv_attention.h"
+
 namespace sslfast {
 namespace {
 
@@ -33,6 +35,8 @@ inline __attribute__((always_inline)) double dot(const float* a, const float* b,
   for (int64_t i = 0; i < d; ++i) acc += static_cast<double>(a[i]) * b[i];
   return acc;
 }
+
+}  // namespace
 
 // One query over `visible` cached keys and values (rows `key_stride` / `value_stride` floats apart):
 // softmax(query · keys * scale) @ values into out (D,), summed in double. Scratch: scores (visible,), acc (D,).
@@ -56,6 +60,8 @@ SSLFAST_CPU_CLONES void attend_row(const float* query, const float* keys, int64_
 #pragma omp simd
   for (int64_t e = 0; e < D; ++e) out[e] = static_cast<float>(acc[e] / total);
 }
+
+namespace {
 
 void check_cache_tensor(const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4 && t.stride(3) == 1,

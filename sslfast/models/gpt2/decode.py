@@ -1,14 +1,21 @@
-"""GPT-2's token-by-token decoding layer on the CPU, with no module calls: each layer is 2 layer norms, 4
-projections (sslfast's few-row kernel, bias, GELU and the residual add fused into it) and the attention over
-the cache (sslfast's C++ kernel, appending the new keys and values in the same call). A decoding step is
-bound by streaming the weights once; what this removes is the ~40 small PyTorch calls and module calls per layer
-around them (measured in ``benchmarks/results/``).
+"""GPT-2's token-by-token decoding on the CPU, with no module calls. A decoding step is bound by streaming the
+weights once; what this removes is the small calls around the projections, each slowed by the caches the
+weight stream empties (measured in ``benchmarks/results/design-measurements.md``):
+
+- :func:`decode_step_in_one_call`: the embeddings, every block and the final layer norm in one C++ call
+  (``sslfast::gpt2_decode_step``, ``csrc/gpt2_decode.cpp``: one parallel region, nothing between the pieces);
+- :func:`decode_block`, where that call does not apply (a build without it, an embedding or final norm that is
+  not plain, weights that are not contiguous fp32): per block 2 layer norms, 4 projections (sslfast's few-row
+  kernel, bias, GELU and the residual add fused into it) and the attention over the cache (sslfast's C++
+  kernel, appending the new keys and values in the same call).
 
 Used only where it reads what calling the modules would compute: eval mode, no gradient, fp32 on the CPU, a few
 rows, and every module of every block plain (exactly sslfast's classes, nn.LayerNorm / Conv1D, no hooks or
 parametrizations: :mod:`sslfast.models._common.fast_path`); otherwise the blocks are called as modules.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -17,11 +24,20 @@ import torch.nn.functional as F
 from sslfast.models._common.activations import activation
 from sslfast.models._common.fast_path import is_plain
 from sslfast.ops.inference_linear import FEW_ROW_AVAILABLE, FEW_ROWS
-from sslfast.ops.kv_attention import decode_attention
+from sslfast.ops.kv_attention import CPP_KVCACHE_AVAILABLE, decode_attention
 
-__all__ = ["fused_decode_allowed", "decode_block"]
+__all__ = ["fused_decode_allowed", "decode_step_in_one_call", "decode_block", "DECODE_STEP_AVAILABLE"]
 
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+# whether this build of the C++ extension has the one-call decoding step (and the kernels it runs)
+DECODE_STEP_AVAILABLE = FEW_ROW_AVAILABLE and CPP_KVCACHE_AVAILABLE and hasattr(torch.ops.sslfast, "gpt2_decode_step")
+if DECODE_STEP_AVAILABLE:
+    @torch.library.register_fake("sslfast::gpt2_decode_step")
+    def _(input_ids, wte, wpe, weights, key_caches, value_caches, cache_seqlens, eps, scales, final_weight,
+          final_bias, head_weight=None, head_bias=None):
+        if head_weight is not None:
+            return wte.new_empty(input_ids.shape[0], head_weight.shape[0])
+        return wte.new_empty(input_ids.numel(), wte.shape[1])
 
 
 def _hookless(module: nn.Module, kind: type) -> bool:
@@ -31,11 +47,15 @@ def _hookless(module: nn.Module, kind: type) -> bool:
 def fused_decode_allowed(model: nn.Module, x: torch.Tensor, kinds: tuple) -> bool:
     """Whether every block of ``model`` (a GPT2Model) may decode ``x`` (R, D) through :func:`decode_block`;
     ``kinds``: the (block, attention, MLP) classes a block must be exactly."""
-    if model.training or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+    return _blocks_allowed(model, x.shape[0], x.device, x.dtype, kinds)
+
+
+def _blocks_allowed(model: nn.Module, rows: int, device: torch.device, dtype: torch.dtype, kinds: tuple) -> bool:
+    if model.training or torch.is_grad_enabled() or device.type != "cpu" or dtype != torch.float32:
         return False
     if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"):
         return False  # autocast chooses the projections' dtype (and the cache's): the module path follows it
-    if x.shape[0] > FEW_ROWS or not FEW_ROW_AVAILABLE or torch.compiler.is_compiling():
+    if rows > FEW_ROWS or not FEW_ROW_AVAILABLE or torch.compiler.is_compiling():
         return False
     if model.config.activation_function not in _GELU_TANH:
         return False
@@ -70,3 +90,43 @@ def decode_block(block: nn.Module, x: torch.Tensor, step) -> torch.Tensor:
     x = _project(out.reshape(b * s, d), attn.c_proj, residual=x)
     hidden = F.layer_norm(x, (d,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
     return _project(_project(hidden, mlp.c_fc, activation="gelu_tanh"), mlp.c_proj, residual=x)
+
+
+
+def _block_weights(block: nn.Module) -> list:
+    """A block's 12 tensors in ``gpt2_decode_step``'s order."""
+    attn, mlp = block.attn, block.mlp
+    return [block.ln_1.weight, block.ln_1.bias, attn.c_attn.weight, attn.c_attn.bias, attn.c_proj.weight,
+            attn.c_proj.bias, block.ln_2.weight, block.ln_2.bias, mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight,
+            mlp.c_proj.bias]
+
+
+def decode_step_in_one_call(model: nn.Module, input_ids: torch.Tensor, cache, kinds: tuple,
+                            head: Optional[nn.Module] = None) -> Optional[torch.Tensor]:
+    """``model``'s (a GPT2Model) final hidden states (B · s, D) for the next tokens ``input_ids`` (B, s) of a
+    filled ``cache`` (extended in place), or with ``head`` (an LM head) the logits (B, V) of each row's last new
+    token, in one ``gpt2_decode_step`` call; None where that call does not compute what calling the modules
+    would (then the caller calls them). ``kinds``: as for :func:`fused_decode_allowed`."""
+    if not DECODE_STEP_AVAILABLE or not _blocks_allowed(model, input_ids.numel(), input_ids.device,
+                                                         model.wte.weight.dtype, kinds):
+        return None
+    wte, wpe, ln_f = model.wte, model.wpe, model.ln_f
+    if not (_hookless(wte, nn.Embedding) and _hookless(wpe, nn.Embedding) and _hookless(model.drop, nn.Dropout)
+            and _hookless(ln_f, nn.LayerNorm)) or wte.max_norm is not None or wpe.max_norm is not None \
+            or model.drop.training:
+        return None
+    if ln_f.weight is None or ln_f.bias is None:
+        return None
+    if head is not None and not (is_plain(head) and head.weight.dtype == torch.float32):
+        return None
+    weights = [w for block in model.h for w in _block_weights(block)]
+    if any(w is None for w in weights):  # a layer norm without its affine parameters
+        return None
+    eps = [ln.eps for block in model.h for ln in (block.ln_1, block.ln_2)] + [ln_f.eps]
+    scales = [block.attn.scale for block in model.h]
+    out = torch.ops.sslfast.gpt2_decode_step(input_ids.contiguous().long(), wte.weight, wpe.weight, weights,
+                                             cache.keys, cache.values, cache.lengths, eps, scales, ln_f.weight,
+                                             ln_f.bias, None if head is None else head.weight,
+                                             None if head is None else head.bias)
+    cache.appended(input_ids.shape[1])
+    return out

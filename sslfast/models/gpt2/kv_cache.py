@@ -63,6 +63,11 @@ class KVCache:
             self.lengths += counts.to(self.lengths.dtype)
             self.max_length = int(host_max)
 
+    def appended(self, count: int) -> None:
+        """Record ``count`` new positions in every row, written and counted in ``lengths`` by a kernel that
+        advanced it in place (only the host maximum is left to update)."""
+        self.max_length += count
+
     def select(self, index: torch.Tensor) -> "KVCache":
         """Rows ``index`` (e.g. ``repeat_interleave`` for several samples per prompt), in place; returns self."""
         self.keys = [t.index_select(0, index) for t in self.keys]

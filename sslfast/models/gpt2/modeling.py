@@ -39,7 +39,7 @@ from sslfast.models._common.outputs import (
     SequenceClassifierOutputWithPast,
 )
 from sslfast.models.gpt2.configuration import GPT2Config
-from sslfast.models.gpt2.decode import decode_block, fused_decode_allowed
+from sslfast.models.gpt2.decode import decode_block, decode_step_in_one_call, fused_decode_allowed
 from sslfast.models.gpt2.generation import GenerationMixin, default_generation_config
 from sslfast.models.gpt2.kv_cache import KVCache, is_empty
 from sslfast.ops.attention import attention, varlen_attention
@@ -139,6 +139,9 @@ class GPT2Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+_BLOCK_KINDS = (GPT2Block, GPT2Attention, GPT2MLP)  # what a block must be exactly for the fused decoding paths
+
+
 class GPT2PreTrainedModel(PreTrainedModel):
     config_class = GPT2Config
     base_model_prefix = "transformer"
@@ -210,6 +213,21 @@ class GPT2Model(GPT2PreTrainedModel):
         """Token-by-token decoding: ``input_ids`` (B, s) are the next real tokens of every row of a filled
         ``cache``, which they extend. Returns their final hidden states (B · s, D). The lean path ``generate``
         runs every step: no padding, layout or transformers cache to resolve."""
+        self._make_room(input_ids, cache)
+        hidden = decode_step_in_one_call(self, input_ids, cache, _BLOCK_KINDS)
+        return hidden if hidden is not None else self._decode_step_by_modules(input_ids, cache)
+
+    def decode_logits(self, input_ids: torch.Tensor, cache: KVCache, head: nn.Module) -> torch.Tensor:
+        """:meth:`decode_step`, then ``head`` (an LM head) on each row's last new token: logits (B, V). With a
+        plain ``nn.Linear`` head, the whole step is one C++ call on the CPU."""
+        self._make_room(input_ids, cache)
+        logits = decode_step_in_one_call(self, input_ids, cache, _BLOCK_KINDS, head=head)
+        if logits is not None:
+            return logits
+        x = self._decode_step_by_modules(input_ids, cache)
+        return project(head, x.view(input_ids.shape[0], -1, x.shape[-1])[:, -1])
+
+    def _make_room(self, input_ids: torch.Tensor, cache: KVCache) -> None:
         b, s = input_ids.shape
         if cache.batch != b:
             raise ValueError(f"the cache holds {cache.batch} sequences, the input {b}")
@@ -217,6 +235,9 @@ class GPT2Model(GPT2PreTrainedModel):
             raise ValueError(f"positions reach {cache.max_length + s - 1}, beyond n_positions="
                              f"{self.wpe.num_embeddings}")
         cache.reserve(s)
+
+    def _decode_step_by_modules(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        b, s = input_ids.shape
         lengths = cache.lengths.clone()  # (B,) filled positions before this step
         positions = lengths.long()[:, None] + torch.arange(s, device=input_ids.device)  # (B, s)
         x = self.drop(self.wte(input_ids) + self.wpe(positions)).view(b * s, -1)  # (B·s, D)
@@ -225,7 +246,7 @@ class GPT2Model(GPT2PreTrainedModel):
                                                                          c.n_embd // c.n_head)
         step = CacheStep(cache, lengths=lengths, batch=b, new=s, backend=backend)
         layout = TokenLayout(b, s)
-        fused = fused_decode_allowed(self, x, (GPT2Block, GPT2Attention, GPT2MLP))
+        fused = fused_decode_allowed(self, x, _BLOCK_KINDS)
         for block in self.h:
             x = decode_block(block, x, step) if fused else self.run_layer(block, x, layout, step)
         cache.advance(s)
@@ -396,8 +417,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
         """(B, V) fp32 logits of each row's last real token, extending ``cache`` (used by ``generate``: only
         B rows go through the vocabulary projection)."""
         if isinstance(cache, KVCache) and cache.max_length > 0 and attention_mask is None:
-            x = self.transformer.decode_step(input_ids, cache)  # (B · s, D)
-            return project(self.lm_head, x.view(input_ids.shape[0], -1, x.shape[-1])[:, -1]).float()
+            return self.transformer.decode_logits(input_ids, cache, self.lm_head).float()
         x, layout, _, _ = self.transformer.encode(input_ids, attention_mask, past_key_values=cache,
                                                   use_cache=cache is not None)
         last = layout.last_tokens(x) if layout.varlen else x.view(input_ids.shape[0], -1, x.shape[-1])[:, -1]
