@@ -3,7 +3,7 @@ import os
 
 import torch
 
-from sslfast.testing import assert_within_torch_error, fwd_bwd, max_abs_err  # noqa: F401
+from sslfast.testing import assert_rms_within_torch_error, assert_within_torch_error, fwd_bwd, max_abs_err  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 

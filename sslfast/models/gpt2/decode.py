@@ -2,12 +2,12 @@
 weights once; what this removes is the small calls around the projections, each slowed by the caches the
 weight stream empties (measured in ``benchmarks/results/design-measurements.md``):
 
-- :func:`decode_step_in_one_call`: the embeddings, every block and the final layer norm in one C++ call
-  (``sslfast::gpt2_decode_step``, ``csrc/gpt2_decode.cpp``: one parallel region, nothing between the pieces);
-- :func:`decode_block`, where that call does not apply (a build without it, an embedding or final norm that is
-  not plain, weights that are not contiguous fp32): per block 2 layer norms, 4 projections (sslfast's few-row
-  kernel, bias, GELU and the residual add fused into it) and the attention over the cache (sslfast's C++
-  kernel, appending the new keys and values in the same call).
+- :func:`decode_step_in_one_call`: the embeddings, every block, the final layer norm and the LM head in one C++
+  call (``sslfast::gpt2_decode_step``, ``csrc/gpt2_decode.cpp``: one parallel region, nothing between the pieces);
+- :func:`decode_block`, where that call does not apply (a build without it, an embedding, final norm or LM head
+  that is not plain, weights that are not contiguous fp32, a cache laid out for other blocks): per block 2 layer
+  norms, 4 projections (sslfast's few-row kernel, bias, GELU and the residual add fused into it) and the
+  attention over the cache (sslfast's C++ kernel, appending the new keys and values in the same call).
 
 Used only where it reads what calling the modules would compute: eval mode, no gradient, fp32 on the CPU, a few
 rows, and every module of every block plain (exactly sslfast's classes, nn.LayerNorm / Conv1D, no hooks or
@@ -44,6 +44,11 @@ def _hookless(module: nn.Module, kind: type) -> bool:
     return type(module) is kind and not (module._forward_hooks or module._forward_pre_hooks)
 
 
+def _idle_dropout(module: nn.Module) -> bool:
+    """An nn.Dropout that passes its input through (eval mode, no hooks)."""
+    return _hookless(module, nn.Dropout) and not module.training
+
+
 def fused_decode_allowed(model: nn.Module, x: torch.Tensor, kinds: tuple) -> bool:
     """Whether every block of ``model`` (a GPT2Model) may decode ``x`` (R, D) through :func:`decode_block`;
     ``kinds``: the (block, attention, MLP) classes a block must be exactly."""
@@ -65,6 +70,8 @@ def _blocks_allowed(model: nn.Module, rows: int, device: torch.device, dtype: to
         if not (_hookless(block, block_kind) and _hookless(block.attn, attention_kind) and _hookless(block.mlp, mlp_kind)
                 and _hookless(block.ln_1, nn.LayerNorm) and _hookless(block.ln_2, nn.LayerNorm)):
             return False
+        if not (_idle_dropout(block.attn.resid_dropout) and _idle_dropout(block.mlp.dropout)):
+            return False  # e.g. Monte-Carlo dropout: the modules apply it
         if block.mlp.act is not gelu_tanh:  # an activation swapped in by the user
             return False
         if not all(is_plain(m) for m in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)):
@@ -92,7 +99,6 @@ def decode_block(block: nn.Module, x: torch.Tensor, step) -> torch.Tensor:
     return _project(_project(hidden, mlp.c_fc, activation="gelu_tanh"), mlp.c_proj, residual=x)
 
 
-
 def _block_weights(block: nn.Module) -> list:
     """A block's 12 tensors in ``gpt2_decode_step``'s order."""
     attn, mlp = block.attn, block.mlp
@@ -107,23 +113,28 @@ def decode_step_in_one_call(model: nn.Module, input_ids: torch.Tensor, cache, ki
     filled ``cache`` (extended in place), or with ``head`` (an LM head) the logits (B, V) of each row's last new
     token, in one ``gpt2_decode_step`` call; None where that call does not compute what calling the modules
     would (then the caller calls them). ``kinds``: as for :func:`fused_decode_allowed`."""
-    if not DECODE_STEP_AVAILABLE or not _blocks_allowed(model, input_ids.numel(), input_ids.device,
-                                                         model.wte.weight.dtype, kinds):
+    if not DECODE_STEP_AVAILABLE:
         return None
     wte, wpe, ln_f = model.wte, model.wpe, model.ln_f
-    if not (_hookless(wte, nn.Embedding) and _hookless(wpe, nn.Embedding) and _hookless(model.drop, nn.Dropout)
-            and _hookless(ln_f, nn.LayerNorm)) or wte.max_norm is not None or wpe.max_norm is not None \
-            or model.drop.training:
+    if not (_hookless(wte, nn.Embedding) and _hookless(wpe, nn.Embedding) and _idle_dropout(model.drop)
+            and _hookless(ln_f, nn.LayerNorm)) or wte.max_norm is not None or wpe.max_norm is not None:
         return None
-    if ln_f.weight is None or ln_f.bias is None:
+    if not _blocks_allowed(model, input_ids.numel(), input_ids.device, wte.weight.dtype, kinds):
         return None
-    if head is not None and not (is_plain(head) and head.weight.dtype == torch.float32):
+    if head is not None and not is_plain(head):
         return None
-    weights = [w for block in model.h for w in _block_weights(block)]
-    if any(w is None for w in weights):  # a layer norm without its affine parameters
-        return None
-    eps = [ln.eps for block in model.h for ln in (block.ln_1, block.ln_2)] + [ln_f.eps]
-    scales = [block.attn.scale for block in model.h]
+    blocks = model.h
+    if len(cache.keys) != len(blocks) or any(block.attn.layer_idx != i or block.attn.num_heads != cache.keys[i].shape[2]
+                                             for i, block in enumerate(blocks)):
+        return None  # a cache laid out for other blocks (e.g. some removed): the modules index it themselves
+    weights = [w for block in blocks for w in _block_weights(block)]
+    tensors = weights + [wpe.weight, ln_f.weight, ln_f.bias] + cache.keys + cache.values
+    if head is not None:
+        tensors += [head.weight] if head.bias is None else [head.weight, head.bias]
+    if not all(t is not None and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+        return None  # a layer norm without affine parameters, another dtype (the modules promote), a strided view
+    eps = [ln.eps for block in blocks for ln in (block.ln_1, block.ln_2)] + [ln_f.eps]
+    scales = [block.attn.scale for block in blocks]
     out = torch.ops.sslfast.gpt2_decode_step(input_ids.contiguous().long(), wte.weight, wpe.weight, weights,
                                              cache.keys, cache.values, cache.lengths, eps, scales, ln_f.weight,
                                              ln_f.bias, None if head is None else head.weight,

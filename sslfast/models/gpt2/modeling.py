@@ -211,15 +211,16 @@ class GPT2Model(GPT2PreTrainedModel):
 
     def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Token-by-token decoding: ``input_ids`` (B, s) are the next real tokens of every row of a filled
-        ``cache``, which they extend. Returns their final hidden states (B · s, D). The lean path ``generate``
-        runs every step: no padding, layout or transformers cache to resolve."""
+        ``cache``, which they extend. Returns their final hidden states (B · s, D): no padding, layout or
+        transformers cache to resolve."""
         self._make_room(input_ids, cache)
         hidden = decode_step_in_one_call(self, input_ids, cache, _BLOCK_KINDS)
         return hidden if hidden is not None else self._decode_step_by_modules(input_ids, cache)
 
     def decode_logits(self, input_ids: torch.Tensor, cache: KVCache, head: nn.Module) -> torch.Tensor:
-        """:meth:`decode_step`, then ``head`` (an LM head) on each row's last new token: logits (B, V). With a
-        plain ``nn.Linear`` head, the whole step is one C++ call on the CPU."""
+        """:meth:`decode_step`, then ``head`` (an LM head) on each row's last new token: logits (B, V); the lean
+        path ``generate`` runs every step. With plain modules and a plain ``nn.Linear`` head, the whole step is
+        one C++ call on the CPU."""
         self._make_room(input_ids, cache)
         logits = decode_step_in_one_call(self, input_ids, cache, _BLOCK_KINDS, head=head)
         if logits is not None:

@@ -89,9 +89,9 @@ def _validate(q, k_cache, v_cache, cache_seqlens, k_new, v_new, scale):
         raise ValueError(f"{op}: scale must be positive, got {scale}")
 
 
-# Defined with the schema API rather than ``torch.library.custom_op``: decoding calls this once per layer and
-# token, and the Python wrapper custom_op puts around an op with mutated arguments costs more than the op itself
-# at batch 1 on the CPU (benchmarks/RESULTS.md, "Design measurements").
+# Defined with the schema API rather than ``torch.library.custom_op``: decoding outside GPT-2's one-call step
+# calls this once per layer and token, and the Python wrapper custom_op puts around an op with mutated arguments
+# costs more than the op itself at batch 1 on the CPU (benchmarks/RESULTS.md, "Design measurements").
 torch.library.define(
     "sslfast::attention_with_kvcache",
     "(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor cache_seqlens, Tensor? k_new, Tensor? v_new, "

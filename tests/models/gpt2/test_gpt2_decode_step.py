@@ -10,7 +10,7 @@ transformers = pytest.importorskip("transformers")
 import sslfast.models as models  # noqa: E402
 from sslfast.models.gpt2 import decode as decode_module  # noqa: E402
 from sslfast.models.gpt2 import modeling as gpt2_modeling  # noqa: E402
-from sslfast.testing import assert_rms_within_torch_error  # noqa: E402
+from tests.helpers import assert_rms_within_torch_error  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not decode_module.DECODE_STEP_AVAILABLE,
                                 reason="the C++ extension with gpt2_decode_step is not built")
@@ -62,14 +62,29 @@ def _new_positions(store, before, new, steps):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{s[0]}L-{s[1]}d-{s[2]}h-b{s[4]}-s{s[5]}" for s in SHAPES])
 def test_steps_match_float64_within_the_torch_models_error_and_extend_the_cache(shape, seed):
-    layers, width, heads, inner, batch, new = shape
-    steps = 4
+    _check_steps(*shape)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_any_thread_count_gives_the_same_accuracy(threads, seed):
+    """Width 192: every projection's inner dimension is split between the threads (in 1, 3 or more parts; 3
+    threads on a smaller machine still make a team of 3)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_steps(2, 192, 3, None, 2, 1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_steps(layers, width, heads, inner, batch, new, steps=4):
     ours = _model(layers, width, heads, inner)
     config = ours.config
     ids, mask = _prompts(batch, config.vocab_size)
     step_ids = torch.randint(0, config.vocab_size, (batch, steps * new))
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**config.to_dict(), "attn_implementation": "eager"}))
-    hf.load_state_dict(ours.state_dict(), strict=False)
+    missing, unexpected = hf.load_state_dict(ours.state_dict(), strict=False)
+    assert not unexpected and all(k.endswith(("attn.bias", "attn.masked_bias")) for k in missing)  # buffers only
     hf64 = transformers.GPT2LMHeadModel(hf.config).double()
     hf64.load_state_dict(hf.state_dict())
     rows = [ids[b][mask[b].bool()].tolist() + step_ids[b].tolist() for b in range(batch)]
@@ -169,6 +184,7 @@ def test_op_errors_name_what_is_wrong():
     model = _model(2, 32, 4, None)
     op = torch.ops.sslfast.gpt2_decode_step
     cache = _filled(model)
+    stored = [t.clone() for t in cache.keys + cache.values]
     with pytest.raises(RuntimeError, match=r"input_ids must be in \[0, 157\), got 157"):
         op(*_op_arguments(model, cache, torch.tensor([[3], [157]])))
     with pytest.raises(RuntimeError, match="do not fit in a cache of 8"):
@@ -178,7 +194,8 @@ def test_op_errors_name_what_is_wrong():
         arguments[3] = list(arguments[3])
         arguments[3][12 + 8] = arguments[3][12 + 8].double()
         op(*arguments)
-    assert torch.equal(cache.lengths, torch.tensor([5, 5], dtype=torch.int32))  # nothing appended by a failed call
+    assert torch.equal(cache.lengths, torch.tensor([5, 5], dtype=torch.int32))  # a failed call changes nothing
+    assert all(torch.equal(a, b) for a, b in zip(cache.keys + cache.values, stored))
     strided = list(_op_arguments(model, cache, torch.tensor([[3], [4]])))  # a strided weight is read as it is
     reference_cache = _filled(model)
     reference_cache.keys = [k.copy_(c) for k, c in zip(reference_cache.keys, cache.keys)]
@@ -194,3 +211,61 @@ def test_op_registration_passes_opcheck():
         cache = _filled(model)
         torch.library.opcheck(torch.ops.sslfast.gpt2_decode_step.default,
                               _op_arguments(model, cache, torch.randint(0, 157, (2, 1)), head=head))
+
+
+def test_a_head_with_a_bias_is_added_in_the_call(seed):
+    model = _model(2, 64, 4, None)
+    model.lm_head = nn.Linear(64, model.config.vocab_size)  # untied, with a bias
+    ids = torch.randint(0, model.config.vocab_size, (2, 1))
+    logits_cache, hidden_cache = _filled(model), _filled(model)
+    hidden_cache.keys = [k.copy_(c) for k, c in zip(hidden_cache.keys, logits_cache.keys)]
+    hidden_cache.values = [v.copy_(c) for v, c in zip(hidden_cache.values, logits_cache.values)]
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gpt2_modeling.GPT2Model, "_decode_step_by_modules", None)
+        logits = model.transformer.decode_logits(ids, logits_cache, model.lm_head)
+        hidden = model.transformer.decode_step(ids, hidden_cache)
+    head = model.lm_head
+    expected = torch.ops.sslfast.few_row_linear(hidden, head.weight.detach(), head.bias.detach(), None, "none")
+    torch.testing.assert_close(logits, expected, rtol=0, atol=0)
+    assert not torch.allclose(logits, expected - head.bias.detach())
+
+
+def _prune(model):
+    model.transformer.h = model.transformer.h[:1]  # the cache still has a slot per configured layer
+
+
+def _unaffine_norm(model):
+    model.transformer.h[1].ln_2 = nn.LayerNorm(model.config.n_embd, elementwise_affine=False)
+
+
+def _bf16_positions(model):
+    model.transformer.wpe.weight.data = model.transformer.wpe.weight.data.bfloat16()
+
+
+FALLBACKS = {
+    "embedding dropout in training mode": lambda m: m.transformer.drop.train(),
+    "block dropout in training mode": lambda m: m.transformer.h[0].mlp.dropout.train(),
+    "a block removed": _prune,
+    "a layer norm without affine parameters": _unaffine_norm,
+    "bf16 position embeddings": _bf16_positions,
+    "a non-contiguous weight": lambda m: setattr(m.transformer.h[0].mlp.c_fc, "weight", nn.Parameter(
+        m.transformer.h[0].mlp.c_fc.weight.detach().t().contiguous().t())),
+}
+
+
+@pytest.mark.parametrize("change", list(FALLBACKS))
+def test_what_the_call_cannot_read_as_the_modules_do_goes_to_the_modules(change, seed):
+    model = _model(2, 64, 4, None)  # dropout probabilities are 0: training-mode dropout changes nothing here
+    FALLBACKS[change](model)
+    ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    calls = []
+    by_modules = gpt2_modeling.GPT2Model._decode_step_by_modules
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gpt2_modeling.GPT2Model, "_decode_step_by_modules",
+                      lambda self, *a: (calls.append(1), by_modules(self, *a))[1])
+        cache = model.transformer.new_cache(2, 12)
+        model.next_token_logits(ids[:, :6], torch.ones(2, 6, dtype=torch.long), cache)
+        stepped = [model.next_token_logits(ids[:, i:i + 1], None, cache) for i in range(6, 9)]
+        uncached = model(input_ids=ids).logits[:, 6:9]
+    assert len(calls) == 3
+    torch.testing.assert_close(torch.stack(stepped, 1), uncached.float(), rtol=1e-4, atol=1e-4)
